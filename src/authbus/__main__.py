@@ -1,0 +1,3 @@
+from authbus.cli import main
+
+main()

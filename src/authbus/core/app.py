@@ -1,0 +1,177 @@
+"""The app factory every service builds on: errors, request ids, logs, metrics, health.
+
+app = build_app("user", settings, lifespan=lifespan)
+app.include_router(router)
+app.state.readiness["database"] = check_database
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from authbus import __version__
+from authbus.core.errors import AuthbusError
+from authbus.core.logging import request_id_var
+from authbus.core.metrics import CONTENT_TYPE_LATEST, Metrics
+from authbus.core.settings import Settings
+
+log = logging.getLogger("authbus.http")
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class RequestContextMiddleware:
+    """Request id (taken from `X-Request-ID` or made), one log line and metrics per request."""
+
+    def __init__(self, app: ASGIApp, service: str, metrics: Metrics) -> None:
+        self.app = app
+        self.service = service
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for k, v in scope.get("headers", ()):
+            if k == b"x-request-id":
+                rid = v.decode("latin-1")[:128]
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(self.service, method, path, str(status)).inc()
+            self.metrics.latency.labels(self.service, method, path).observe(elapsed)
+            if path not in ("/healthz", "/readyz", "/metrics"):
+                log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "malformed JSON body"
+    parts = []
+    for e in errors[:10]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return 422, "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthbusError)
+    async def _authbus_error(_request: Request, exc: AuthbusError) -> Response:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        status, message = _validation_message(exc)
+        code = "invalid_request" if status == 400 else "validation_error"
+        return JSONResponse({"error": code, "error_description": message}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        # authbus.common.security raises HTTPException with an OAuth-shaped dict as detail.
+        if isinstance(exc.detail, dict) and "error" in exc.detail:
+            body: dict[str, Any] = exc.detail
+        else:
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+            body = {"error": code, "error_description": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(
+            {
+                "error": "server_error",
+                "error_description": "internal error",
+                "request_id": request_id_var.get(),
+            },
+            status_code=500,
+        )
+
+
+def build_app(
+    service: str,
+    settings: Settings,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    description: str = "",
+) -> FastAPI:
+    """A FastAPI app with the behaviour every authbus service shares."""
+    app = FastAPI(
+        title=f"authbus {service} service",
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.readiness = {}
+    metrics = Metrics(service)
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service=service, metrics=metrics)
+
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="The service's database and Redis answer")
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        ok = True
+        for name, check in request.app.state.readiness.items():
+            try:
+                await check()
+                checks[name] = "ok"
+            except Exception as exc:
+                ok = False
+                checks[name] = f"unavailable: {type(exc).__name__}"
+        body = {"status": "ready" if ok else "unavailable", "checks": checks}
+        headers = {} if ok else {"Retry-After": "5"}
+        return JSONResponse(body, status_code=200 if ok else 503, headers=headers)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,78 @@
+"""The bootstrap credentials file (`<data_dir>/credentials.json`, mode 0600).
+
+It holds the generated admin password and the secrets of the built-in clients, written once
+at first start. Environment variables preset them (`AUTHBUS_ADMIN_PASSWORD`,
+`AUTHBUS_<SERVICE>__CLIENT_SECRET`, `AUTHBUS_ADMIN_CLIENT_SECRET`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from authbus.core.settings import Settings
+
+ADMIN_USERNAME = "admin"
+ADMIN_CLIENT_ID = "authbus-admin"
+SERVICE_CLIENT_IDS = {"user": "user-service", "token": "token-service", "event": "event-service"}
+
+
+def generate_secret() -> str:
+    """256 bits of entropy, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return data
+
+
+def write(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically with mode 0600 from the start (the secrets never sit world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def ensure(settings: Settings) -> tuple[dict[str, Any], bool]:
+    """The credentials, created on first call. Returns (credentials, created_now)."""
+    path = settings.credentials_path()
+    existing = load(path)
+    if existing is not None:
+        return existing, False
+    clients: dict[str, str] = {}
+    for service, client_id in SERVICE_CLIENT_IDS.items():
+        preset = getattr(settings, service).client_secret
+        clients[client_id] = preset.get_secret_value() if preset else generate_secret()
+    clients[ADMIN_CLIENT_ID] = os.environ.get("AUTHBUS_ADMIN_CLIENT_SECRET") or generate_secret()
+    data = {
+        "admin": {
+            "username": ADMIN_USERNAME,
+            "password": os.environ.get("AUTHBUS_ADMIN_PASSWORD") or generate_secret(),
+        },
+        "clients": clients,
+    }
+    write(path, data)
+    return data, True
+
+
+def service_client_secret(settings: Settings, service: str) -> str | None:
+    """The service's own client secret: from its settings, else from the credentials file."""
+    svc = getattr(settings, service)
+    if svc.client_secret is not None:
+        return str(svc.client_secret.get_secret_value())
+    data = load(settings.credentials_path())
+    if data is None:
+        return None
+    secret = data.get("clients", {}).get(svc.client_id)
+    return str(secret) if secret else None
