@@ -55,6 +55,18 @@ def _with_ports(settings: Settings, ports: str | None) -> Settings:
     return Settings.model_validate(data)
 
 
+def _with_postgres(settings: Settings, url: str) -> Settings:
+    """All three services in one Postgres database (their tables and histories are distinct)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            url = "postgresql+asyncpg://" + url[len(scheme) :]
+    updates = {
+        name: getattr(settings, name).model_copy(update={"database_url": url})
+        for name in SERVICE_NAMES
+    }
+    return settings.model_copy(update=updates)
+
+
 def create_service_app(service: str, settings: Settings | None = None) -> FastAPI:
     """Build one service's app (imports only that service's package)."""
     settings = settings or Settings()
@@ -101,11 +113,22 @@ def up(
         str | None, typer.Option(help="USER,TOKEN,EVENT ports, e.g. 9081,9082,9083.")
     ] = None,
     redis_port: Annotated[int, typer.Option(help="Port of the embedded Redis.")] = 8379,
+    postgres: Annotated[
+        str | None,
+        typer.Option(help="A Postgres URL for all three services (instead of SQLite files)."),
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option(help="A Redis URL (instead of the embedded server).")
+    ] = None,
 ) -> None:
     """Run user, token and event services (and an embedded Redis) in the foreground."""
     from authbus.core.supervisor import run_stack
 
     settings = _with_ports(_settings(data_dir), ports)
+    if redis:
+        settings = settings.model_copy(update={"redis_url": redis})
+    if postgres:
+        settings = _with_postgres(settings, postgres)
     raise typer.Exit(run_stack(settings, redis_port=redis_port, out=_say))
 
 

@@ -1,8 +1,8 @@
 """The bootstrap credentials file (`<data_dir>/credentials.json`, mode 0600).
 
 It holds the generated admin password and the secrets of the built-in clients, written once
-at first start. Environment variables preset them (`AUTHBUS_ADMIN_PASSWORD`,
-`AUTHBUS_<SERVICE>__CLIENT_SECRET`, `AUTHBUS_ADMIN_CLIENT_SECRET`).
+at first start. Settings preset them (`AUTHBUS_ADMIN_PASSWORD`, `AUTHBUS_ADMIN_CLIENT_SECRET`,
+`AUTHBUS_<SERVICE>__CLIENT_SECRET`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from authbus.core.settings import Settings
 
@@ -44,6 +46,20 @@ def write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _preset(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def generated_names(settings: Settings) -> list[str]:
+    """Which credentials were generated rather than preset (only those may be printed)."""
+    names = []
+    if settings.admin_password is None:
+        names.append("admin_password")
+    if settings.admin_client_secret is None:
+        names.append(ADMIN_CLIENT_ID)
+    return names
+
+
 def ensure(settings: Settings) -> tuple[dict[str, Any], bool]:
     """The credentials, created on first call. Returns (credentials, created_now)."""
     path = settings.credentials_path()
@@ -54,11 +70,11 @@ def ensure(settings: Settings) -> tuple[dict[str, Any], bool]:
     for service, client_id in SERVICE_CLIENT_IDS.items():
         preset = getattr(settings, service).client_secret
         clients[client_id] = preset.get_secret_value() if preset else generate_secret()
-    clients[ADMIN_CLIENT_ID] = os.environ.get("AUTHBUS_ADMIN_CLIENT_SECRET") or generate_secret()
+    clients[ADMIN_CLIENT_ID] = _preset(settings.admin_client_secret) or generate_secret()
     data = {
         "admin": {
             "username": ADMIN_USERNAME,
-            "password": os.environ.get("AUTHBUS_ADMIN_PASSWORD") or generate_secret(),
+            "password": _preset(settings.admin_password) or generate_secret(),
         },
         "clients": clients,
     }

@@ -82,8 +82,13 @@ class Settings(BaseSettings):
     user_url: str = "http://127.0.0.1:8081"
     token_url: str = "http://127.0.0.1:8082"  # noqa: S105 - a URL
     event_url: str = "http://127.0.0.1:8083"
+    # The issuer as browsers and clients see it (behind a gateway); default: token_url.
+    issuer_url: str | None = None
     # Audiences the services accept in access tokens.
     accepted_audiences: list[str] = Field(default_factory=lambda: ["authbus"])
+    # Presets for the bootstrap; generated at first start when unset.
+    admin_password: SecretStr | None = None
+    admin_client_secret: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -103,7 +108,8 @@ class Settings(BaseSettings):
 
     @property
     def issuer(self) -> str:
-        return self.token_url.rstrip("/")
+        """The `iss` of every token; the token service's public URL."""
+        return (self.issuer_url or self.token_url).rstrip("/")
 
     def database_url(self, service: str) -> str:
         """The SQLAlchemy URL of `service`'s own database."""

@@ -16,9 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 import httpx
 
@@ -56,6 +58,25 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 class Child:
     name: str
     proc: subprocess.Popen[bytes]
+
+
+COLOURS = {"user": "36", "token": "35", "event": "33", "redis": "31"}
+
+
+def relay_output(name: str, stream: IO[bytes], sink: IO[str], colour: bool) -> None:
+    """Copy a child's output line by line, prefixed with its name (coloured on a terminal)."""
+    label = f"{name:<5} |"
+    if colour:
+        label = f"\x1b[{COLOURS.get(name, '37')}m{label}\x1b[0m"
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        with _output_lock:
+            sink.write(f"{label} {line}\n")
+            sink.flush()
+    stream.close()
+
+
+_output_lock = threading.Lock()
 
 
 @dataclass
@@ -112,18 +133,29 @@ class Stack:
             prefix = f"AUTHBUS_{name.upper()}__"
             env[prefix + "PORT"] = str(svc.port)
             env[prefix + "HOST"] = svc.host
+            env[prefix + "DATABASE_URL"] = self.settings.database_url(name)
             env[f"AUTHBUS_{name.upper()}_URL"] = getattr(self.settings, f"{name}_url")
         return env
 
     def start_services(self) -> None:
         env = self.child_env()
+        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         for name in SERVICE_NAMES:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", "authbus", "serve", name, "--no-migrate"],
                 env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
             self.children.append(Child(name, proc))
+            assert proc.stdout is not None
+            threading.Thread(
+                target=relay_output,
+                args=(name, proc.stdout, sys.stdout, colour),
+                name=f"relay-{name}",
+                daemon=True,
+            ).start()
 
     def dead_child(self) -> Child | None:
         for child in self.children:
@@ -215,13 +247,15 @@ def bootstrap(settings: Settings, out: Callable[[str], None] = print) -> None:
     made_admin, made_clients = asyncio.run(seed())
     path = settings.credentials_path().resolve()
     if created:
-        # Printed once, at first start; the file (mode 0600) keeps them.
-        out(f"first start: admin credentials written to {path} (mode 0600)")
-        out(f"  admin user     : {creds['admin']['username']} / {creds['admin']['password']}")
-        out(
-            f"  admin client   : {credentials.ADMIN_CLIENT_ID} / "
-            f"{creds['clients'][credentials.ADMIN_CLIENT_ID]}"
-        )
+        # Generated secrets are printed once, at first start; the file (mode 0600) keeps them.
+        # Preset ones came from the operator and are never printed.
+        out(f"first start: credentials written to {path} (mode 0600)")
+        generated = credentials.generated_names(settings)
+        if "admin_password" in generated:
+            out(f"  admin user   : {creds['admin']['username']} / {creds['admin']['password']}")
+        if credentials.ADMIN_CLIENT_ID in generated:
+            secret = creds["clients"][credentials.ADMIN_CLIENT_ID]
+            out(f"  admin client : {credentials.ADMIN_CLIENT_ID} / {secret}")
     elif made_admin or made_clients:
         out(
             f"bootstrap: created {', '.join(['admin'] * made_admin + made_clients)}; "

@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# authbus services: one image, `authbus serve user|token|event` picks the service.
+
+FROM python:3.12-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+# The server stack only: no test or lint tools in the image.
+RUN python -m venv /opt/authbus \
+    && /opt/authbus/bin/pip install --upgrade pip \
+    && /opt/authbus/bin/pip install ".[server]"
+
+FROM python:3.12-slim
+ENV PATH=/opt/authbus/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    AUTHBUS_DATA_DIR=/var/lib/authbus
+RUN groupadd --system authbus \
+    && useradd --system --gid authbus --home-dir /var/lib/authbus --create-home authbus
+COPY --from=build /opt/authbus /opt/authbus
+USER authbus
+WORKDIR /var/lib/authbus
+EXPOSE 8081 8082 8083
+# The service's own port comes from AUTHBUS_SERVICE_PORT (set per service in compose).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('AUTHBUS_SERVICE_PORT', '8081'), timeout=2)"]
+ENTRYPOINT ["authbus"]
+CMD ["serve", "user"]
