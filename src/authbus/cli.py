@@ -199,8 +199,17 @@ def demo(
 
 
 @cli.command()
-def config() -> None:
+def config(
+    reference: Annotated[
+        bool, typer.Option(help="Print the configuration reference (Markdown) instead.")
+    ] = False,
+) -> None:
     """Print the effective configuration, secrets masked."""
+    if reference:
+        from authbus.core.settings_reference import render
+
+        sys.stdout.write(render())
+        return
     settings = Settings()
     data = json.loads(settings.model_dump_json())
     for name in SERVICE_NAMES:
