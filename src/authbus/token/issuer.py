@@ -1,0 +1,295 @@
+"""Issuing, introspecting and revoking tokens.
+
+Access tokens are RFC 9068 JWTs whose jti is recorded in the token store with the token's
+lifetime as TTL, so revocation acts at once. Refresh tokens are opaque `<family>.<secret>`
+strings stored as SHA-256 digests; the family id groups every token of one grant so reuse
+of a rotated token can revoke them all (RFC 9700 §4.14.2).
+
+    issuer = TokenIssuer(config, store, key_ring)
+    grant = await issuer.issue(client, subject="user-id", scopes=("orders:read",), refresh=True)
+    grant.response()  # {"access_token": ..., "token_type": "Bearer", ...}
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError, SecurityWarning
+
+from authbus.token.clients import Client, hash_secret
+from authbus.token.errors import InvalidGrant, InvalidScope
+from authbus.token.keys import SUPPORTED_ALGS, KeyRing
+from authbus.token.store import TokenStore
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """Lifetimes and names the issuer uses (built from `Settings`)."""
+
+    issuer: str
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    refresh_reuse_grace_s: int = 10
+    code_ttl_s: int = 60
+    default_audience: str = "authbus"
+    # Values a request may name as RFC 8707 `resource` (besides a client's own audience).
+    audiences: tuple[str, ...] = ("authbus",)
+
+
+@dataclass(frozen=True)
+class IssuedGrant:
+    """The tokens issued for one token request."""
+
+    access_token: str
+    jti: str
+    expires_in: int
+    scopes: tuple[str, ...]
+    refresh_token: str | None = None
+    family: str | None = None
+
+    def response(self) -> dict[str, Any]:
+        """RFC 6749 §5.1 successful response body."""
+        body: dict[str, Any] = {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": " ".join(self.scopes),
+        }
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
+
+
+@dataclass(frozen=True)
+class RefreshTokenRef:
+    """A refresh token split into its family id and its digest."""
+
+    family: str
+    digest: str
+
+
+def parse_refresh_token(token: str) -> RefreshTokenRef | None:
+    """The family and digest of a presented refresh token, or None when malformed."""
+    family, sep, secret = token.partition(".")
+    if not sep or not family or not secret or "." in secret or len(token) > 200:
+        return None
+    return RefreshTokenRef(family, hash_secret(token))
+
+
+def new_refresh_token(family: str | None = None) -> tuple[str, RefreshTokenRef]:
+    family = family or secrets.token_urlsafe(12)
+    token = f"{family}.{secrets.token_urlsafe(32)}"
+    return token, RefreshTokenRef(family, hash_secret(token))
+
+
+@dataclass
+class TokenIssuer:
+    """Makes and tracks tokens; shared by every grant."""
+
+    config: IssuerConfig
+    store: TokenStore
+    keys: KeyRing
+    clock: Callable[[], float] = field(default=time.time)
+
+    def access_ttl(self, client: Client) -> int:
+        return client.access_token_ttl_s or self.config.access_token_ttl_s
+
+    def refresh_ttl(self, client: Client) -> int:
+        return client.refresh_token_ttl_s or self.config.refresh_token_ttl_s
+
+    def audience_for(self, client: Client, resource: str | None) -> str:
+        """RFC 8707: the requested resource, else the client's audience, else the default."""
+        if resource:
+            return resource
+        return client.audience or self.config.default_audience
+
+    def allowed_resources(self, client: Client) -> frozenset[str]:
+        return frozenset((*self.config.audiences, *((client.audience,) if client.audience else ())))
+
+    async def issue(
+        self,
+        client: Client,
+        *,
+        subject: str,
+        scopes: Sequence[str],
+        audience: str,
+        refresh: bool,
+        family: str | None = None,
+        auth_time: int | None = None,
+    ) -> IssuedGrant:
+        """Sign an access token, record it, and (if `refresh`) start a refresh family."""
+        if not refresh:
+            access, jti, ttl = await self.issue_access_token(
+                client, subject=subject, scopes=scopes, audience=audience
+            )
+            return IssuedGrant(access, jti, ttl, tuple(scopes))
+        token, ref = new_refresh_token(family)
+        data = self._refresh_record(client, subject, scopes, audience, auth_time)
+        # The family exists before the access token joins it (revoked together).
+        await self.store.add_refresh_token(ref.family, ref.digest, data, self.refresh_ttl(client))
+        access, jti, ttl = await self.issue_access_token(
+            client, subject=subject, scopes=scopes, audience=audience, family=ref.family
+        )
+        return IssuedGrant(access, jti, ttl, tuple(scopes), token, ref.family)
+
+    def _refresh_record(
+        self,
+        client: Client,
+        subject: str,
+        scopes: Sequence[str],
+        audience: str,
+        auth_time: int | None,
+    ) -> dict[str, Any]:
+        return {
+            "client_id": client.client_id,
+            "sub": subject,
+            "scope": " ".join(scopes),
+            "aud": audience,
+            "iat": int(self.clock()),
+            "auth_time": auth_time,
+        }
+
+    def _access_info(
+        self, client: Client, subject: str, scopes: Sequence[str], audience: str
+    ) -> dict[str, Any]:
+        return {
+            "client_id": client.client_id,
+            "sub": subject,
+            "scope": " ".join(scopes),
+            "aud": audience,
+        }
+
+    async def issue_access_token(
+        self,
+        client: Client,
+        *,
+        subject: str,
+        scopes: Sequence[str],
+        audience: str,
+        family: str | None = None,
+    ) -> tuple[str, str, int]:
+        """An RFC 9068 access token; returns (jwt, jti, ttl)."""
+        now = int(self.clock())
+        ttl = self.access_ttl(client)
+        jti = secrets.token_urlsafe(16)
+        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti (+ scope, §2.2.3).
+        claims = {
+            "iss": self.config.issuer,
+            "sub": subject,
+            "aud": audience,
+            "exp": now + ttl,
+            "iat": now,
+            "nbf": now,
+            "jti": jti,
+            "client_id": client.client_id,
+            "scope": " ".join(scopes),
+        }
+        token = self.keys.sign_access_token(claims)
+        info = {**self._access_info(client, subject, scopes, audience), "exp": now + ttl}
+        await self.store.add_access_token(jti, info, ttl, family=family)
+        return token, jti, ttl
+
+    async def rotate_refresh(
+        self, client: Client, presented: RefreshTokenRef, scopes: Sequence[str] | None
+    ) -> IssuedGrant:
+        """RFC 6749 §6 with rotation (RFC 9700 §4.14.2); reuse revokes the whole family."""
+        current = await self.store.refresh_token(presented.family, presented.digest)
+        if current is not None and current.get("client_id") != client.client_id:
+            # RFC 6749 §6: the refresh token must have been issued to this client.
+            raise InvalidGrant("the refresh token was not issued to this client")
+        new_token, new_ref = new_refresh_token(presented.family)
+        base = current or {}
+        granted = tuple(str(base.get("scope", "")).split())
+        if scopes is not None:
+            if not set(scopes) <= set(granted):
+                # RFC 6749 §6: a refresh may narrow the scope, never widen it.
+                raise InvalidScope("the requested scope exceeds the original grant")
+            granted = tuple(scopes)
+        data = {**base, "scope": " ".join(granted), "iat": int(self.clock())}
+        outcome = await self.store.rotate_refresh_token(
+            presented.family,
+            presented.digest,
+            new_ref.digest,
+            data,
+            self.refresh_ttl(client),
+            self.config.refresh_reuse_grace_s,
+        )
+        if outcome.status == "reused":
+            await self.store.revoke_family(presented.family)
+            raise InvalidGrant("the refresh token was already used; the grant is revoked")
+        if outcome.status == "grace":
+            raise InvalidGrant("the refresh token was just used; use the newer one")
+        if outcome.status != "rotated" or outcome.data is None or current is None:
+            raise InvalidGrant("the refresh token is invalid, expired or revoked")
+        access, jti, ttl = await self.issue_access_token(
+            client,
+            subject=str(current["sub"]),
+            scopes=granted,
+            audience=str(current.get("aud") or self.audience_for(client, None)),
+            family=presented.family,
+        )
+        return IssuedGrant(access, jti, ttl, granted, new_token, presented.family)
+
+    def decode_access_token(self, token: str) -> dict[str, Any] | None:
+        """Claims of a JWT we signed (signature checked, exp not), or None."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SecurityWarning)
+                decoded = jwt.decode(token, self.keys.key_set(), algorithms=list(SUPPORTED_ALGS))
+        except (JoseError, ValueError):
+            return None
+        if decoded.header.get("typ") != "at+jwt" or decoded.claims.get("iss") != self.config.issuer:
+            return None
+        return dict(decoded.claims)
+
+    async def introspect(self, token: str, caller: Client | None = None) -> dict[str, Any]:
+        """RFC 7662 §2.2 response for an access or refresh token.
+
+        Access tokens are described to any authenticated `caller` (resource servers need
+        that); a refresh token only to the client it was issued to (RFC 7662 §4: the server
+        may answer inactive to callers that have no business knowing).
+        """
+        ref = parse_refresh_token(token)
+        if ref is not None:
+            record = await self.store.refresh_token(ref.family, ref.digest)
+            if record is None:
+                return {"active": False}
+            if caller is not None and record.get("client_id") != caller.client_id:
+                return {"active": False}
+            return {
+                "active": True,
+                "token_type": "refresh_token",
+                "client_id": record.get("client_id"),
+                "sub": record.get("sub"),
+                "scope": record.get("scope", ""),
+                "aud": record.get("aud"),
+                "iat": record.get("iat"),
+                "iss": self.config.issuer,
+            }
+        claims = self.decode_access_token(token)
+        if claims is None or int(claims.get("exp", 0)) <= self.clock():
+            return {"active": False}
+        if await self.store.access_token(str(claims.get("jti"))) is None:
+            return {"active": False}
+        return {"active": True, "token_type": "Bearer", **claims}
+
+    async def revoke(self, token: str, client: Client) -> None:
+        """RFC 7009 §2.1: revoke a token issued to `client`; anything else is silently ignored.
+
+        Revoking a refresh token revokes its whole family, access tokens included.
+        """
+        ref = parse_refresh_token(token)
+        if ref is not None:
+            record = await self.store.refresh_token(ref.family, ref.digest)
+            if record is not None and record.get("client_id") == client.client_id:
+                await self.store.revoke_family(ref.family)
+            return
+        claims = self.decode_access_token(token)
+        if claims is not None and claims.get("client_id") == client.client_id:
+            await self.store.revoke_access_token(str(claims.get("jti")))

@@ -1,0 +1,157 @@
+"""The TokenStore contract, run against Redis and the in-process dict."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from authbus.common._keys import token_key
+from authbus.core.redis import create_redis
+from authbus.token.store import MemoryTokenStore, RedisTokenStore, TokenStore
+
+TTL = 0.3  # seconds; short TTLs are part of the contract (Redis PX, dict clock)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[TokenStore]:
+    if request.param == "memory":
+        mem = MemoryTokenStore(warn=False)
+        yield mem
+        await mem.close()
+        return
+    url: str = request.getfixturevalue("redis_url")
+    prefix: str = request.getfixturevalue("redis_prefix")
+    red = RedisTokenStore(create_redis(url), prefix)
+    yield red
+    await red.close()
+
+
+async def test_access_token_lives_until_ttl(store: TokenStore) -> None:
+    await store.add_access_token("j1", {"sub": "u"}, TTL)
+    assert await store.access_token("j1") == {"sub": "u"}
+    await asyncio.sleep(TTL + 0.2)
+    assert await store.access_token("j1") is None
+
+
+async def test_revocation(store: TokenStore) -> None:
+    await store.add_access_token("j2", {"sub": "u"}, 60)
+    assert await store.revoke_access_token("j2") is True
+    assert await store.access_token("j2") is None
+    assert await store.revoke_access_token("j2") is False
+
+
+async def test_redis_access_token_at_shared_key(redis_url: str, redis_prefix: str) -> None:
+    client = create_redis(redis_url)
+    store = RedisTokenStore(client, redis_prefix)
+    await store.add_access_token("shared", {"sub": "u"}, 60)
+    assert await client.exists(token_key(redis_prefix, "shared")) == 1
+    ttl = await client.pttl(token_key(redis_prefix, "shared"))
+    assert 0 < ttl <= 60_000
+    await store.revoke_access_token("shared")
+    assert await client.exists(token_key(redis_prefix, "shared")) == 0
+    await store.close()
+
+
+async def test_code_single_use(store: TokenStore) -> None:
+    await store.add_code("c1", {"client_id": "web"}, 60)
+    assert await store.redeem_code("c1", 60) == {"client_id": "web"}
+    assert await store.redeem_code("c1", 60) is None
+    assert await store.used_code("c1") == {}
+    await store.record_code_tokens("c1", {"jti": "j", "family": "f"})
+    assert await store.used_code("c1") == {"jti": "j", "family": "f"}
+
+
+async def test_code_single_use_under_concurrency(store: TokenStore) -> None:
+    await store.add_code("c2", {"client_id": "web"}, 60)
+    results = await asyncio.gather(*(store.redeem_code("c2", 60) for _ in range(20)))
+    assert sum(r is not None for r in results) == 1
+
+
+async def test_code_expires(store: TokenStore) -> None:
+    await store.add_code("c3", {"x": 1}, TTL)
+    await asyncio.sleep(TTL + 0.2)
+    assert await store.redeem_code("c3", 60) is None
+    assert await store.used_code("c3") is None
+
+
+async def test_unknown_code_leaves_no_marker(store: TokenStore) -> None:
+    assert await store.redeem_code("nope", 60) is None
+    assert await store.used_code("nope") is None
+    await store.record_code_tokens("nope", {"jti": "x"})
+    assert await store.used_code("nope") is None
+
+
+async def test_refresh_rotation(store: TokenStore) -> None:
+    await store.add_refresh_token("f1", "h1", {"sub": "u", "client_id": "web"}, 60)
+    assert await store.refresh_token("f1", "h1") == {"sub": "u", "client_id": "web"}
+    out = await store.rotate_refresh_token("f1", "h1", "h2", {"sub": "u", "n": 2}, 60, 0)
+    assert out.status == "rotated"
+    assert out.data == {"sub": "u", "client_id": "web"}
+    assert await store.refresh_token("f1", "h1") is None
+    assert await store.refresh_token("f1", "h2") == {"sub": "u", "n": 2}
+    await asyncio.sleep(0.01)
+    again = await store.rotate_refresh_token("f1", "h1", "h3", {}, 60, 0)
+    assert again.status == "reused"
+    assert (await store.rotate_refresh_token("f1", "zz", "h4", {}, 60, 0)).status == "unknown"
+
+
+async def test_refresh_reuse_within_grace(store: TokenStore) -> None:
+    await store.add_refresh_token("f2", "h1", {"sub": "u"}, 60)
+    assert (await store.rotate_refresh_token("f2", "h1", "h2", {}, 60, 30)).status == "rotated"
+    assert (await store.rotate_refresh_token("f2", "h1", "h3", {}, 60, 30)).status == "grace"
+
+
+async def test_refresh_rotation_under_concurrency(store: TokenStore) -> None:
+    await store.add_refresh_token("f3", "h0", {"sub": "u"}, 60)
+    results = await asyncio.gather(
+        *(store.rotate_refresh_token("f3", "h0", f"n{i}", {"i": i}, 60, 30) for i in range(20))
+    )
+    statuses = [r.status for r in results]
+    assert statuses.count("rotated") == 1
+    assert set(statuses) == {"rotated", "grace"}
+    winners = [i for i, r in enumerate(results) if r.status == "rotated"]
+    assert await store.refresh_token("f3", f"n{winners[0]}") == {"i": winners[0]}
+    losers = [i for i in range(20) if i not in winners]
+    assert await store.refresh_token("f3", f"n{losers[0]}") is None
+
+
+async def test_revoke_family(store: TokenStore) -> None:
+    await store.add_refresh_token("f4", "h1", {"sub": "u"}, 60)
+    await store.add_access_token("a1", {"sub": "u"}, 60, family="f4")
+    await store.add_access_token("a2", {"sub": "u"}, 60, family="f4")
+    await store.add_access_token("other", {"sub": "u"}, 60)
+    assert await store.revoke_family("f4") == ["a1", "a2"]
+    assert await store.access_token("a1") is None
+    assert await store.access_token("other") is not None
+    assert await store.refresh_token("f4", "h1") is None
+    rotated = await store.rotate_refresh_token("f4", "h1", "h2", {}, 60, 0)
+    assert rotated.status == "revoked"
+
+
+async def test_refresh_family_expires(store: TokenStore) -> None:
+    await store.add_refresh_token("f5", "h1", {"sub": "u"}, TTL)
+    await asyncio.sleep(TTL + 0.2)
+    assert await store.refresh_token("f5", "h1") is None
+    assert (await store.rotate_refresh_token("f5", "h1", "h2", {}, 60, 0)).status == "revoked"
+
+
+async def test_sessions(store: TokenStore) -> None:
+    await store.add_session("s1", {"user_id": "u"}, TTL)
+    assert await store.session("s1") == {"user_id": "u"}
+    await store.delete_session("s1")
+    assert await store.session("s1") is None
+    await store.add_session("s2", {"user_id": "u"}, TTL)
+    await asyncio.sleep(TTL + 0.2)
+    assert await store.session("s2") is None
+
+
+async def test_ping(store: TokenStore) -> None:
+    await store.ping()
+
+
+async def test_memory_store_warns_at_startup(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="authbus.token.store"):
+        MemoryTokenStore()
+    assert "this process only" in caplog.text
