@@ -19,51 +19,81 @@ SERVICE_NAMES = ("user", "token", "event")
 class ServiceSettings(BaseModel):
     """What every service has: where it listens, its database, its own OAuth client."""
 
-    host: str = "127.0.0.1"
-    port: int
-    # None: a SQLite file `<service>.db` under the data directory.
-    database_url: str | None = None
-    # The service's own confidential client (client credentials for calls to its peers).
-    client_id: str
-    client_secret: SecretStr | None = None
-    workers: int = 1
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(description="Port.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the service's own database; unset: a SQLite file "
+        "`<service>.db` under the data directory.",
+    )
+    client_id: str = Field(
+        description="The service's own confidential client (for calls to its peers)."
+    )
+    client_secret: SecretStr | None = Field(
+        None, description="Its secret; unset: read from the credentials file."
+    )
+    workers: int = Field(1, description="Worker processes for `authbus serve`.")
 
 
 class UserSettings(ServiceSettings):
-    port: int = 8081
-    client_id: str = "user-service"
-    # argon2id parameters; defaults above OWASP's minimum (19 MiB, t=2, p=1).
-    argon2_memory_kib: int = 19 * 1024
-    argon2_time_cost: int = 2
-    argon2_parallelism: int = 1
-    # Failed-login throttle per (username, client address).
-    throttle_free_attempts: int = 5
-    throttle_base_delay_s: float = 1.0
-    throttle_max_delay_s: float = 300.0
+    """Accounts, passwords, permissions (`AUTHBUS_USER__*`)."""
+
+    port: int = Field(8081, description="Port.")
+    client_id: str = Field("user-service", description="The user service's own client.")
+    argon2_memory_kib: int = Field(
+        19 * 1024, description="argon2id memory cost (KiB); OWASP's minimum is 19 MiB."
+    )
+    argon2_time_cost: int = Field(2, description="argon2id iterations (OWASP: 2).")
+    argon2_parallelism: int = Field(1, description="argon2id lanes (OWASP: 1).")
+    throttle_free_attempts: int = Field(
+        5, description="Failed logins per (username, address) before delays start."
+    )
+    throttle_base_delay_s: float = Field(
+        1.0, description="First delay after the free attempts; doubles each failure."
+    )
+    throttle_max_delay_s: float = Field(
+        300.0, description="Longest delay: the real owner is never locked out for longer."
+    )
 
 
 class TokenSettings(ServiceSettings):
-    port: int = 8082
-    client_id: str = "token-service"
-    access_token_ttl_s: int = 900
-    refresh_token_ttl_s: int = 30 * 24 * 3600
-    refresh_reuse_grace_s: int = 10
-    code_ttl_s: int = 60
-    sso_session_ttl_s: int = 8 * 3600
-    signing_alg: Literal["ES256", "EdDSA"] = "ES256"
-    # Audience put in tokens when neither the client nor the request (RFC 8707) names one.
-    default_audience: str = "authbus"
-    # Encrypts private signing keys at rest when set.
-    master_key: SecretStr | None = None
+    """The OAuth2 server (`AUTHBUS_TOKEN__*`)."""
+
+    port: int = Field(8082, description="Port.")
+    client_id: str = Field("token-service", description="The token service's own client.")
+    access_token_ttl_s: int = Field(900, description="Access token lifetime (s).")
+    refresh_token_ttl_s: int = Field(30 * 24 * 3600, description="Refresh token lifetime (s).")
+    refresh_reuse_grace_s: int = Field(
+        10, description="A rotated refresh token replayed within this is refused, not fatal."
+    )
+    code_ttl_s: int = Field(60, description="Authorization code lifetime (s).")
+    sso_session_ttl_s: int = Field(8 * 3600, description="Login session (SSO cookie) life (s).")
+    signing_alg: Literal["ES256", "EdDSA"] = Field(
+        "ES256", description="Algorithm of new signing keys."
+    )
+    default_audience: str = Field(
+        "authbus",
+        description="`aud` when neither the client nor the request (RFC 8707) names one.",
+    )
+    master_key: SecretStr | None = Field(
+        None, description="Encrypts private signing keys at rest when set."
+    )
 
 
 class EventSettings(ServiceSettings):
-    port: int = 8083
-    client_id: str = "event-service"
-    max_payload_bytes: int = 256 * 1024
-    # Events waiting per subscriber before it is marked lagging and fed from the log instead.
-    max_waiting_per_subscriber: int = 100_000
-    dispatch_interval_s: float = 1.0
+    """The event log and delivery (`AUTHBUS_EVENT__*`)."""
+
+    port: int = Field(8083, description="Port.")
+    client_id: str = Field("event-service", description="The event service's own client.")
+    max_payload_bytes: int = Field(256 * 1024, description="Largest request body (bytes).")
+    max_waiting_per_subscriber: int = Field(
+        100_000,
+        description="Waiting events per subscriber before it is marked lagging and fed "
+        "from the log instead.",
+    )
+    dispatch_interval_s: float = Field(
+        1.0, description="How often events committed while Redis was away are re-sent."
+    )
 
 
 class Settings(BaseSettings):
@@ -73,24 +103,39 @@ class Settings(BaseSettings):
         env_prefix="AUTHBUS_", env_nested_delimiter="__", extra="ignore"
     )
 
-    data_dir: Path = Path("var")
-    # None: the token store is an in-process dict and event delivery is unavailable;
-    # `authbus up` starts an embedded server and sets this.
-    redis_url: str | None = None
-    redis_prefix: str = "ab"
-    # Where the services reach each other; the token URL is also the issuer.
-    user_url: str = "http://127.0.0.1:8081"
-    token_url: str = "http://127.0.0.1:8082"  # noqa: S105 - a URL
-    event_url: str = "http://127.0.0.1:8083"
-    # The issuer as browsers and clients see it (behind a gateway); default: token_url.
-    issuer_url: str | None = None
-    # Audiences the services accept in access tokens.
-    accepted_audiences: list[str] = Field(default_factory=lambda: ["authbus"])
-    # Presets for the bootstrap; generated at first start when unset.
-    admin_password: SecretStr | None = None
-    admin_client_secret: SecretStr | None = None
-    log_level: str = "INFO"
-    log_json: bool = True
+    data_dir: Path = Field(Path("var"), description="SQLite files and the credentials file.")
+    redis_url: str | None = Field(
+        None,
+        description="Redis (`?cluster=true` for a cluster). Unset: the token store is an "
+        "in-process dict and event delivery is off; `authbus up` starts an embedded server.",
+    )
+    redis_prefix: str = Field("ab", description="Prefix of every Redis key.")
+    user_url: str = Field(
+        "http://127.0.0.1:8081", description="Where services reach the user service."
+    )
+    token_url: str = Field(
+        "http://127.0.0.1:8082", description="Where services reach the token service."
+    )
+    event_url: str = Field(
+        "http://127.0.0.1:8083", description="Where services reach the event service."
+    )
+    issuer_url: str | None = Field(
+        None,
+        description="The token service's public URL (`iss`), behind a gateway; "
+        "unset: the token URL.",
+    )
+    accepted_audiences: list[str] = Field(
+        default_factory=lambda: ["authbus"],
+        description="Audiences the services accept in access tokens.",
+    )
+    admin_password: SecretStr | None = Field(
+        None, description="Preset admin password; unset: generated at first start."
+    )
+    admin_client_secret: SecretStr | None = Field(
+        None, description="Preset `authbus-admin` secret; unset: generated at first start."
+    )
+    log_level: str = Field("INFO", description="Log level.")
+    log_json: bool = Field(True, description="One JSON object per log line.")
 
     user: UserSettings = Field(default_factory=UserSettings)
     token: TokenSettings = Field(default_factory=TokenSettings)
