@@ -1,0 +1,199 @@
+"""The compose stack's own command lines and environment, run as processes without Docker.
+
+No Docker engine runs on the build machines, so this test reads docker-compose.yml, takes each
+authbus service's `command` and `environment` as written (values from .env.example), points the
+container host names at loopback servers (Postgres, Redis, free ports), and runs them: the
+one-shot bootstrap job, the user and event services and two token replicas. The replicas share
+the token store: a token issued by one is introspected and revoked through the other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+]([^}]*))?\}")
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            values[name] = value
+    return values
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in variables:
+            return variables[name]
+        if default is not None and match.group(0).startswith(f"${{{name}:-"):
+            return default
+        raise KeyError(name)
+
+    return INTERPOLATION.sub(one, value)
+
+
+def compose_services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    return services
+
+
+class ComposeRun:
+    """The compose services as local processes, with container host names mapped to loopback."""
+
+    def __init__(self, redis_url: str, database_urls: dict[str, str], tmp: Path) -> None:
+        self.ports = {"user": free_port(), "token": free_port(), "event": free_port()}
+        self.token_b_port = free_port()
+        self.tmp = tmp
+        self.hosts = {
+            "redis://redis:6379/0": redis_url,
+            "http://user:8081": f"http://127.0.0.1:{self.ports['user']}",
+            "http://token:8082": f"http://127.0.0.1:{self.ports['token']}",
+            "http://event:8083": f"http://127.0.0.1:{self.ports['event']}",
+            "0.0.0.0": "127.0.0.1",  # noqa: S104 - replaced, never bound
+        }
+        self.database_urls = database_urls
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def env_of(self, service: dict[str, Any], port: int | None = None) -> dict[str, str]:
+        variables = env_example()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHBUS_")}
+        for key, raw in service["environment"].items():
+            value = interpolate(str(raw), variables)
+            for container, local in self.hosts.items():
+                value = value.replace(container, local)
+            if key.endswith("__DATABASE_URL"):
+                value = self.database_urls[key.split("__")[0].removeprefix("AUTHBUS_").lower()]
+            env[key] = value
+        # The issuer is the gateway in compose; here the first token replica plays it.
+        env["AUTHBUS_ISSUER_URL"] = f"http://127.0.0.1:{self.ports['token']}"
+        env["AUTHBUS_DATA_DIR"] = str(self.tmp)
+        for name, p in self.ports.items():
+            env[f"AUTHBUS_{name.upper()}__PORT"] = str(p)
+        if port is not None:
+            svc = service["command"][1]
+            env[f"AUTHBUS_{svc.upper()}__PORT"] = str(port)
+        return env
+
+    def run_once(self, name: str) -> subprocess.CompletedProcess[str]:
+        service = compose_services()[name]
+        return subprocess.run(
+            [sys.executable, "-m", "authbus", *service["command"]],
+            env=self.env_of(service),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def start(self, name: str, port: int) -> None:
+        service = compose_services()[name]
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "authbus", *service["command"]],
+                env=self.env_of(service, port),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def wait_ready(self, ports: list[int], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(ports)
+        while pending and time.monotonic() < deadline:
+            for port in list(pending):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                        pending.discard(port)
+                except httpx.HTTPError:
+                    pass
+            dead = [p for p in self.procs if p.poll() is not None]
+            assert not dead, f"a compose service exited with {dead[0].returncode}"
+            time.sleep(0.2)
+        assert not pending, f"not ready: {pending}"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def compose_run(
+    tmp_path: Path, redis_url: str, postgres_url_factory: Callable[[], str]
+) -> Iterator[ComposeRun]:
+    urls = {name: postgres_url_factory() for name in ("user", "token", "event")}
+    run = ComposeRun(redis_url, urls, tmp_path)
+    yield run
+    run.stop()
+
+
+def test_compose_commands_run_as_written_with_two_token_replicas(compose_run: ComposeRun) -> None:
+    run = compose_run
+    boot = run.run_once("migrate")
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    # Preset secrets come from the operator's .env and are never printed.
+    assert env_example()["AUTHBUS_ADMIN_CLIENT_SECRET"] not in boot.stdout + boot.stderr
+
+    run.start("user", run.ports["user"])
+    run.start("token", run.ports["token"])
+    run.start("token", run.token_b_port)
+    run.start("event", run.ports["event"])
+    run.wait_ready([*run.ports.values(), run.token_b_port])
+
+    secret = env_example()["AUTHBUS_ADMIN_CLIENT_SECRET"]
+    auth = ("authbus-admin", secret)
+    a = f"http://127.0.0.1:{run.ports['token']}"
+    b = f"http://127.0.0.1:{run.token_b_port}"
+    issued = httpx.post(
+        f"{a}/token",
+        data={"grant_type": "client_credentials", "scope": "events:publish"},
+        auth=auth,
+    )
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["access_token"]
+
+    # The replicas share the token store: B knows what A issued, A sees what B revoked.
+    seen_by_b = httpx.post(f"{b}/introspect", data={"token": token}, auth=auth).json()
+    assert seen_by_b["active"] is True
+
+    published = httpx.post(
+        f"http://127.0.0.1:{run.ports['event']}/v1/channels/orders/events",
+        json={"type": "order.created", "data": {"id": 1}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert published.status_code == 201, published.text
+
+    assert httpx.post(f"{b}/revoke", data={"token": token}, auth=auth).status_code == 200
+    assert httpx.post(f"{a}/introspect", data={"token": token}, auth=auth).json() == {
+        "active": False
+    }
+    refused = httpx.post(
+        f"http://127.0.0.1:{run.ports['event']}/v1/channels/orders/events",
+        json={"type": "order.created", "data": {"id": 2}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert refused.status_code == 401
