@@ -1,0 +1,210 @@
+"""`UserRepository` in memory: the fake the unit tests use (one process, no persistence)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from authbus.core.errors import DependencyUnavailable
+from authbus.user.domain import (
+    AuditEntry,
+    OutboxEvent,
+    Role,
+    User,
+    UserChanges,
+    UserFilter,
+    event_of,
+    normalize_username,
+)
+from authbus.user.errors import RoleExists, RoleNotFound, UsernameTaken
+
+
+class InMemoryUserRepository:
+    """`UserRepository` in a dict: the fake for unit tests (one process, no persistence)."""
+
+    def __init__(self) -> None:
+        self.users: dict[uuid.UUID, User] = {}
+        self.roles: dict[str, Role] = {}
+        self.audit: list[AuditEntry] = []
+        self.outbox: list[OutboxEvent] = []
+        self.published_at: dict[int, datetime] = {}
+        self.given_up: set[int] = set()
+        # Tests flip this to simulate an outage.
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise DependencyUnavailable("the user database is unavailable")
+
+    def _record(self, audit: AuditEntry | None) -> None:
+        if audit is not None:
+            self.audit.append(replace(audit, id=len(self.audit) + 1))
+            self.outbox.append(
+                OutboxEvent(
+                    id=len(self.outbox) + 1,
+                    event_id=uuid.uuid4(),
+                    created_at=audit.at,
+                    **event_of(audit),
+                )
+            )
+
+    def _require_roles(self, names: Iterable[str]) -> None:
+        if missing := set(names) - self.roles.keys():
+            raise RoleNotFound(missing)
+
+    async def add_user(self, user: User, *, audit: AuditEntry | None = None) -> None:
+        self._check()
+        if await self.find_user(user.username) is not None:
+            raise UsernameTaken(user.username)
+        self._require_roles(user.roles)
+        self.users[user.id] = user
+        self._record(audit)
+
+    async def get_user(self, user_id: uuid.UUID) -> User | None:
+        self._check()
+        return self.users.get(user_id)
+
+    async def find_user(self, username: str) -> User | None:
+        self._check()
+        wanted = normalize_username(username)
+        return next((u for u in self.users.values() if u.username_normalized == wanted), None)
+
+    async def list_users(self, *, where: UserFilter, after: str | None, limit: int) -> list[User]:
+        self._check()
+        chosen = []
+        for u in sorted(self.users.values(), key=lambda u: u.username_normalized):
+            if after is not None and u.username_normalized <= after:
+                continue
+            if where.username is not None and u.username_normalized != normalize_username(
+                where.username
+            ):
+                continue
+            if where.username_prefix and not u.username_normalized.startswith(
+                normalize_username(where.username_prefix)
+            ):
+                continue
+            if where.disabled is not None and u.disabled != where.disabled:
+                continue
+            if (
+                where.permission is not None
+                and where.permission not in u.permissions
+                and not any(
+                    where.permission in self.roles[r].permissions
+                    for r in u.roles
+                    if r in self.roles
+                )
+            ):
+                continue
+            chosen.append(u)
+            if len(chosen) == limit:
+                break
+        return chosen
+
+    async def update_user(
+        self, user_id: uuid.UUID, changes: UserChanges, *, audit: AuditEntry | None = None
+    ) -> User | None:
+        self._check()
+        user = self.users.get(user_id)
+        if user is None:
+            return None
+        if changes.roles is not None:
+            self._require_roles(changes.roles)
+        email = None if changes.clear_email else (changes.email or user.email)
+        user = replace(
+            user,
+            updated_at=changes.updated_at,
+            email=email,
+            disabled=user.disabled if changes.disabled is None else changes.disabled,
+            password_hash=changes.password_hash or user.password_hash,
+            last_login_at=changes.last_login_at or user.last_login_at,
+            permissions=user.permissions if changes.permissions is None else changes.permissions,
+            roles=user.roles if changes.roles is None else changes.roles,
+        )
+        self.users[user_id] = user
+        self._record(audit)
+        return user
+
+    async def delete_user(self, user_id: uuid.UUID, *, audit: AuditEntry | None = None) -> bool:
+        self._check()
+        if self.users.pop(user_id, None) is None:
+            return False
+        self._record(audit)
+        return True
+
+    async def add_role(self, role: Role, *, audit: AuditEntry | None = None) -> None:
+        self._check()
+        if role.name in self.roles:
+            raise RoleExists(role.name)
+        self.roles[role.name] = role
+        self._record(audit)
+
+    async def get_roles(self, names: Iterable[str]) -> list[Role]:
+        self._check()
+        return [self.roles[n] for n in sorted(set(names)) if n in self.roles]
+
+    async def list_roles(self) -> list[Role]:
+        self._check()
+        return [self.roles[n] for n in sorted(self.roles)]
+
+    async def update_role(self, role: Role, *, audit: AuditEntry | None = None) -> bool:
+        self._check()
+        old = self.roles.get(role.name)
+        if old is None:
+            return False
+        self.roles[role.name] = replace(role, created_at=old.created_at)
+        self._record(audit)
+        return True
+
+    async def delete_role(self, name: str, *, audit: AuditEntry | None = None) -> bool:
+        self._check()
+        if self.roles.pop(name, None) is None:
+            return False
+        for uid, u in list(self.users.items()):
+            if name in u.roles:
+                self.users[uid] = replace(u, roles=u.roles - {name})
+        self._record(audit)
+        return True
+
+    async def list_audit(
+        self, *, before: int | None, limit: int, target_id: str | None = None
+    ) -> list[AuditEntry]:
+        self._check()
+        entries = [
+            a
+            for a in reversed(self.audit)
+            if (before is None or (a.id or 0) < before)
+            and (target_id is None or a.target_id == target_id)
+        ]
+        return entries[:limit]
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def pending_events(self, limit: int) -> list[OutboxEvent]:
+        self._check()
+        done = self.published_at.keys() | self.given_up
+        return [e for e in self.outbox if e.id not in done][:limit]
+
+    async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
+        self._check()
+        self.published_at.update(dict.fromkeys(ids, at))
+
+    async def mark_failed(self, id: int, error: str, at: datetime, *, final: bool) -> None:
+        self._check()
+        self.outbox = [
+            replace(e, attempts=e.attempts + 1) if e.id == id else e for e in self.outbox
+        ]
+        if final:
+            self.given_up.add(id)
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        self._check()
+        old = {
+            e.id
+            for e in self.outbox
+            if e.id in self.published_at and self.published_at[e.id] < published_before
+        }
+        self.outbox = [e for e in self.outbox if e.id not in old]
+        return len(old)

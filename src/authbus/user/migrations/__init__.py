@@ -1,0 +1,1 @@
+"""Alembic migration history of the user service (version table alembic_version_user)."""

@@ -1,0 +1,1 @@
+"""Revisions of the user service's schema."""

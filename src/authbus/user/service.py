@@ -1,0 +1,462 @@
+"""The user service's rules: accounts, permissions, roles and credential checks.
+
+No HTTP here: `api` turns these calls and their `authbus.user.errors` into responses.
+
+    service = UserService(InMemoryUserRepository(), hasher, throttle=throttle)
+    alice = await service.create_user(username="alice", password="...", actor="admin")
+    user = await service.verify_credentials("Alice", "...", scopes=["orders:read"])
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from authbus.user.domain import AuditEntry, Role, User, UserChanges, UserFilter, utcnow
+from authbus.user.errors import (
+    IncorrectPassword,
+    InsufficientRights,
+    InvalidCredentials,
+    InvalidCursor,
+    RoleNotFound,
+    TooManyAttempts,
+    UserDisabled,
+    UserNotFound,
+)
+from authbus.user.passwords import PasswordHasher
+from authbus.user.policy import (
+    check_email,
+    check_password,
+    check_permissions,
+    check_role_name,
+    check_username,
+)
+from authbus.user.repository import UserRepository
+from authbus.user.throttle import LoginThrottle
+
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    """A user with its effective permissions (direct plus those of its roles)."""
+
+    user: User
+    effective_permissions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    """One page of users; `next_cursor` fetches the next one (None: this was the last)."""
+
+    items: list[UserProfile]
+    next_cursor: str | None
+
+
+_CURSOR_PREFIX = "u1:"
+
+
+def encode_cursor(position: str) -> str:
+    """An opaque cursor for the page after `position` (a normalized username)."""
+    raw = (_CURSOR_PREFIX + position).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The position in `cursor`, or `InvalidCursor`."""
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        text = raw.decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor() from exc
+    if not text.startswith(_CURSOR_PREFIX):
+        raise InvalidCursor()
+    return text[len(_CURSOR_PREFIX) :]
+
+
+class UserService:
+    """Accounts and credential checks on top of a `UserRepository`."""
+
+    def __init__(
+        self,
+        repository: UserRepository,
+        hasher: PasswordHasher,
+        *,
+        throttle: LoginThrottle,
+        clock: Callable[[], datetime] = utcnow,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.repository = repository
+        self.hasher = hasher
+        self.throttle = throttle
+        self._clock = clock
+        # Called after each committed change (wakes the outbox relay).
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def _audit(
+        self, actor: str, action: str, target: str, target_type: str = "user", **details: Any
+    ) -> AuditEntry:
+        return AuditEntry(
+            at=self._clock(),
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target,
+            details=details,
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def effective_permissions(self, user: User) -> frozenset[str]:
+        """Direct permissions plus those of the user's roles."""
+        roles = await self.repository.get_roles(user.roles)
+        return user.permissions.union(*(r.permissions for r in roles))
+
+    async def _profiles(self, users: Iterable[User]) -> list[UserProfile]:
+        users = list(users)
+        # One role lookup for the whole page rather than one per user.
+        roles = {
+            r.name: r.permissions
+            for r in await self.repository.get_roles({n for u in users for n in u.roles})
+        }
+        return [
+            UserProfile(u, u.permissions.union(*(roles.get(n, frozenset()) for n in u.roles)))
+            for u in users
+        ]
+
+    async def profile(self, user: User) -> UserProfile:
+        """The user with its effective permissions."""
+        return (await self._profiles([user]))[0]
+
+    async def _require_user(self, user_id: uuid.UUID) -> User:
+        user = await self.repository.get_user(user_id)
+        if user is None:
+            raise UserNotFound()
+        return user
+
+    async def get_user(self, user_id: uuid.UUID) -> UserProfile:
+        """The user with this id, or `UserNotFound`."""
+        return await self.profile(await self._require_user(user_id))
+
+    async def list_users(
+        self, *, where: UserFilter | None = None, cursor: str | None = None, limit: int = 50
+    ) -> UserPage:
+        """Users ordered by username, `limit` per page, filtered by `where`."""
+        limit = max(1, min(limit, MAX_PAGE))
+        after = decode_cursor(cursor) if cursor else None
+        # One extra row tells whether another page follows, without a count query.
+        users = await self.repository.list_users(
+            where=where or UserFilter(), after=after, limit=limit + 1
+        )
+        more = len(users) > limit
+        users = users[:limit]
+        next_cursor = encode_cursor(users[-1].username_normalized) if more else None
+        return UserPage(await self._profiles(users), next_cursor)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        *,
+        username: str,
+        password: str,
+        actor: str,
+        email: str | None = None,
+        permissions: Iterable[str] = (),
+        roles: Iterable[str] = (),
+    ) -> UserProfile:
+        """Create an account; `UsernameTaken` if the name exists in any letter case."""
+        check_username(username)
+        check_password(password, username=username)
+        if email is not None:
+            check_email(email)
+        perms = check_permissions(frozenset(permissions))
+        role_names = frozenset(roles)
+        user = User.new(
+            username,
+            await self.hasher.hash(password),
+            now=self._clock(),
+            email=email,
+            permissions=perms,
+            roles=role_names,
+        )
+        await self.repository.add_user(
+            user,
+            audit=self._audit(
+                actor,
+                "user.created",
+                str(user.id),
+                username=username,
+                permissions=sorted(perms),
+                roles=sorted(role_names),
+            ),
+        )
+        self._changed()
+        return await self.profile(user)
+
+    async def _update(
+        self, user_id: uuid.UUID, changes: UserChanges, audit: AuditEntry | None
+    ) -> UserProfile:
+        user = await self.repository.update_user(user_id, changes, audit=audit)
+        if user is None:
+            raise UserNotFound()
+        if audit is not None:
+            self._changed()
+        return await self.profile(user)
+
+    async def set_permissions(
+        self, user_id: uuid.UUID, permissions: Iterable[str], *, actor: str
+    ) -> UserProfile:
+        """Replace the user's direct permissions."""
+        perms = check_permissions(frozenset(permissions))
+        return await self._update(
+            user_id,
+            UserChanges(updated_at=self._clock(), permissions=perms),
+            self._audit(actor, "user.permissions_set", str(user_id), permissions=sorted(perms)),
+        )
+
+    async def set_roles(
+        self, user_id: uuid.UUID, roles: Iterable[str], *, actor: str
+    ) -> UserProfile:
+        """Replace the user's roles; `RoleNotFound` names any that do not exist."""
+        names = frozenset(roles)
+        return await self._update(
+            user_id,
+            UserChanges(updated_at=self._clock(), roles=names),
+            self._audit(actor, "user.roles_set", str(user_id), roles=sorted(names)),
+        )
+
+    async def update_user(
+        self,
+        user_id: uuid.UUID,
+        *,
+        actor: str,
+        email: str | None = None,
+        clear_email: bool = False,
+        disabled: bool | None = None,
+    ) -> UserProfile:
+        """Change the email and/or the disabled flag."""
+        if email is not None:
+            check_email(email)
+        if email is None and not clear_email and disabled is None:
+            # Nothing to change: no write, no audit line, no event.
+            return await self.get_user(user_id)
+        changed: dict[str, Any] = {}
+        if email is not None or clear_email:
+            changed["email"] = None if clear_email else email
+        if disabled is not None:
+            changed["disabled"] = disabled
+        return await self._update(
+            user_id,
+            UserChanges(
+                updated_at=self._clock(), email=email, clear_email=clear_email, disabled=disabled
+            ),
+            self._audit(actor, "user.updated", str(user_id), **changed),
+        )
+
+    async def delete_user(self, user_id: uuid.UUID, *, actor: str) -> None:
+        """Delete the account; `UserNotFound` if there is none."""
+        if not await self.repository.delete_user(
+            user_id, audit=self._audit(actor, "user.deleted", str(user_id))
+        ):
+            raise UserNotFound()
+        self._changed()
+
+    async def reset_password(self, user_id: uuid.UUID, new_password: str, *, actor: str) -> None:
+        """An administrator sets a new password (no current password needed)."""
+        user = await self._require_user(user_id)
+        check_password(new_password, username=user.username)
+        await self._update(
+            user_id,
+            UserChanges(
+                updated_at=self._clock(), password_hash=await self.hasher.hash(new_password)
+            ),
+            self._audit(actor, "user.password_reset", str(user_id)),
+        )
+
+    async def change_password(
+        self,
+        user_id: uuid.UUID,
+        current_password: str,
+        new_password: str,
+        *,
+        client_address: str | None = None,
+    ) -> None:
+        """The user changes their own password, proving they know the current one.
+
+        Failures count against the same throttle as logins, so this is no side door for
+        guessing.
+        """
+        user = await self._require_user(user_id)
+        if user.disabled:
+            raise UserDisabled()
+        if wait := self.throttle.begin(user.username, client_address):
+            raise TooManyAttempts(wait)
+        try:
+            ok, _ = await self.hasher.verify(current_password, user.password_hash)
+        except BaseException:
+            self.throttle.abandon(user.username, client_address)
+            raise
+        if not ok:
+            self.throttle.record_failure(user.username, client_address)
+            raise IncorrectPassword()
+        self.throttle.record_success(user.username, client_address)
+        check_password(new_password, username=user.username)
+        await self._update(
+            user_id,
+            UserChanges(
+                updated_at=self._clock(), password_hash=await self.hasher.hash(new_password)
+            ),
+            self._audit(str(user_id), "user.password_changed", str(user_id)),
+        )
+
+    # -- credentials ---------------------------------------------------------------------
+
+    async def verify_credentials(
+        self,
+        username: str,
+        password: str,
+        scopes: Iterable[str] = (),
+        client_address: str | None = None,
+    ) -> UserProfile:
+        """The user if the password is right, the account enabled and every scope held.
+
+        Raises `TooManyAttempts`, `InvalidCredentials` (unknown user and wrong password
+        alike, in the same time), `UserDisabled` or `InsufficientRights`. The disabled flag
+        and the rights are only revealed to a caller who gave the right password.
+        """
+        if wait := self.throttle.begin(username, client_address):
+            raise TooManyAttempts(wait)
+        try:
+            user, ok, new_hash = await self._check_password(username, password)
+        except BaseException:
+            # Not a verdict on the password (database down, cancelled): not a failure.
+            self.throttle.abandon(username, client_address)
+            raise
+        if user is None or not ok:
+            self.throttle.record_failure(username, client_address)
+            raise InvalidCredentials()
+        self.throttle.record_success(username, client_address)
+        if new_hash is not None:
+            # Older argon2 parameters or bcrypt: upgrade now that we hold the plain password.
+            user = (
+                await self.repository.update_user(
+                    user.id, UserChanges(updated_at=self._clock(), password_hash=new_hash)
+                )
+                or user
+            )
+        if user.disabled:
+            raise UserDisabled()
+        profile = await self.profile(user)
+        if missing := set(scopes) - profile.effective_permissions:
+            raise InsufficientRights(missing)
+        now = self._clock()
+        user = (
+            await self.repository.update_user(
+                user.id, UserChanges(updated_at=user.updated_at, last_login_at=now)
+            )
+            or user
+        )
+        return UserProfile(user, profile.effective_permissions)
+
+    async def _check_password(
+        self, username: str, password: str
+    ) -> tuple[User | None, bool, str | None]:
+        user = await self.repository.find_user(username)
+        if user is None:
+            # Same work as a real check, so the time does not reveal unknown usernames.
+            await self.hasher.verify_dummy(password)
+            return None, False, None
+        ok, new_hash = await self.hasher.verify(password, user.password_hash)
+        return user, ok, new_hash
+
+    # -- roles ---------------------------------------------------------------------------
+
+    async def create_role(
+        self, name: str, *, actor: str, permissions: Iterable[str] = (), description: str = ""
+    ) -> Role:
+        """Create a role; `RoleExists` if the name is taken."""
+        check_role_name(name)
+        now = self._clock()
+        role = Role(
+            name=name,
+            description=description,
+            permissions=check_permissions(frozenset(permissions)),
+            created_at=now,
+            updated_at=now,
+        )
+        await self.repository.add_role(
+            role,
+            audit=self._audit(
+                actor, "role.created", name, "role", permissions=sorted(role.permissions)
+            ),
+        )
+        self._changed()
+        return role
+
+    async def get_role(self, name: str) -> Role:
+        """The role of this name, or `RoleNotFound`."""
+        roles = await self.repository.get_roles([name])
+        if not roles:
+            raise RoleNotFound([name])
+        return roles[0]
+
+    async def list_roles(self) -> list[Role]:
+        """Every role, by name."""
+        return await self.repository.list_roles()
+
+    async def update_role(
+        self,
+        name: str,
+        *,
+        actor: str,
+        permissions: Iterable[str] | None = None,
+        description: str | None = None,
+    ) -> Role:
+        """Change a role; its members' effective permissions change with it at once."""
+        old = await self.get_role(name)
+        role = Role(
+            name=name,
+            created_at=old.created_at,
+            updated_at=self._clock(),
+            description=old.description if description is None else description,
+            permissions=(
+                old.permissions
+                if permissions is None
+                else check_permissions(frozenset(permissions))
+            ),
+        )
+        if not await self.repository.update_role(
+            role,
+            audit=self._audit(
+                actor, "role.updated", name, "role", permissions=sorted(role.permissions)
+            ),
+        ):
+            raise RoleNotFound([name])
+        self._changed()
+        return role
+
+    async def delete_role(self, name: str, *, actor: str) -> None:
+        """Delete a role; its members lose its permissions."""
+        if not await self.repository.delete_role(
+            name, audit=self._audit(actor, "role.deleted", name, "role")
+        ):
+            raise RoleNotFound([name])
+        self._changed()
+
+    async def list_audit(
+        self, *, before: int | None = None, limit: int = 50, target_id: str | None = None
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first."""
+        return await self.repository.list_audit(
+            before=before, limit=max(1, min(limit, MAX_PAGE + 1)), target_id=target_id
+        )

@@ -1,0 +1,428 @@
+"""`UserRepository` on SQLite and Postgres (SQLAlchemy async).
+
+repository = SqlUserRepository(create_sessionmaker(create_engine(url)))
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlalchemy import delete, exists, or_, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from authbus.core.errors import DependencyUnavailable
+from authbus.user.domain import (
+    AuditEntry,
+    OutboxEvent,
+    Role,
+    User,
+    UserChanges,
+    UserFilter,
+    event_of,
+    normalize_username,
+)
+from authbus.user.errors import RoleExists, RoleNotFound, UsernameTaken
+from authbus.user.models import (
+    AuditRow,
+    OutboxRow,
+    RolePermissionRow,
+    RoleRow,
+    UserPermissionRow,
+    UserRoleRow,
+    UserRow,
+)
+
+
+@asynccontextmanager
+async def _translate_outages() -> AsyncIterator[None]:
+    """A database that cannot be reached is a 503 with Retry-After, never a 500."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise DependencyUnavailable("the user database is unavailable") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DependencyUnavailable("the user database is unavailable") from exc
+        raise
+    except (OSError, TimeoutError) as exc:
+        # asyncpg raises plain OSError (connection refused) before SQLAlchemy wraps anything.
+        raise DependencyUnavailable("the user database is unavailable") from exc
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+class SqlUserRepository:
+    """`UserRepository` on SQLite or Postgres."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessionmaker
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncSession]:
+        async with _translate_outages(), self._sessions() as session, session.begin():
+            yield session
+
+    # -- users ---------------------------------------------------------------------------
+
+    async def add_user(self, user: User, *, audit: AuditEntry | None = None) -> None:
+        try:
+            async with self._tx() as s:
+                await self._require_roles(s, user.roles)
+                s.add(
+                    UserRow(
+                        id=user.id,
+                        username=user.username,
+                        username_normalized=user.username_normalized,
+                        email=user.email,
+                        password_hash=user.password_hash,
+                        disabled=user.disabled,
+                        created_at=user.created_at,
+                        updated_at=user.updated_at,
+                        last_login_at=user.last_login_at,
+                    )
+                )
+                # Flush the user first: the link rows reference it by foreign key.
+                await s.flush()
+                s.add_all(
+                    UserPermissionRow(user_id=user.id, permission=p) for p in user.permissions
+                )
+                s.add_all(UserRoleRow(user_id=user.id, role_name=r) for r in user.roles)
+                self._add_audit(s, audit)
+        except IntegrityError as exc:
+            if await self.find_user(user.username) is not None:
+                raise UsernameTaken(user.username) from exc
+            # The only other constraint: a role deleted between our check and the insert.
+            raise RoleNotFound(user.roles) from exc
+
+    async def get_user(self, user_id: uuid.UUID) -> User | None:
+        async with self._tx() as s:
+            row = await s.get(UserRow, user_id)
+            if row is None:
+                return None
+            return (await self._load(s, [row]))[0]
+
+    async def find_user(self, username: str) -> User | None:
+        async with self._tx() as s:
+            row = await s.scalar(
+                select(UserRow).where(UserRow.username_normalized == normalize_username(username))
+            )
+            if row is None:
+                return None
+            return (await self._load(s, [row]))[0]
+
+    async def list_users(self, *, where: UserFilter, after: str | None, limit: int) -> list[User]:
+        query = select(UserRow).order_by(UserRow.username_normalized).limit(limit)
+        if after is not None:
+            query = query.where(UserRow.username_normalized > after)
+        if where.username is not None:
+            query = query.where(UserRow.username_normalized == normalize_username(where.username))
+        if where.username_prefix:
+            query = query.where(
+                UserRow.username_normalized.like(
+                    _like_prefix(normalize_username(where.username_prefix)), escape="\\"
+                )
+            )
+        if where.disabled is not None:
+            query = query.where(UserRow.disabled == where.disabled)
+        if where.permission is not None:
+            direct = exists().where(
+                UserPermissionRow.user_id == UserRow.id,
+                UserPermissionRow.permission == where.permission,
+            )
+            via_role = exists().where(
+                UserRoleRow.user_id == UserRow.id,
+                RolePermissionRow.role_name == UserRoleRow.role_name,
+                RolePermissionRow.permission == where.permission,
+            )
+            query = query.where(or_(direct, via_role))
+        async with self._tx() as s:
+            rows = list((await s.scalars(query)).all())
+            return await self._load(s, rows)
+
+    async def update_user(
+        self, user_id: uuid.UUID, changes: UserChanges, *, audit: AuditEntry | None = None
+    ) -> User | None:
+        values: dict[str, object] = {"updated_at": changes.updated_at}
+        if changes.clear_email:
+            values["email"] = None
+        elif changes.email is not None:
+            values["email"] = changes.email
+        if changes.disabled is not None:
+            values["disabled"] = changes.disabled
+        if changes.password_hash is not None:
+            values["password_hash"] = changes.password_hash
+        if changes.last_login_at is not None:
+            values["last_login_at"] = changes.last_login_at
+        try:
+            async with self._tx() as s:
+                result = await s.execute(
+                    update(UserRow).where(UserRow.id == user_id).values(**values)
+                )
+                if getattr(result, "rowcount", 0) == 0:
+                    return None
+                if changes.permissions is not None:
+                    await s.execute(
+                        delete(UserPermissionRow).where(UserPermissionRow.user_id == user_id)
+                    )
+                    s.add_all(
+                        UserPermissionRow(user_id=user_id, permission=p)
+                        for p in changes.permissions
+                    )
+                if changes.roles is not None:
+                    await self._require_roles(s, changes.roles)
+                    await s.execute(delete(UserRoleRow).where(UserRoleRow.user_id == user_id))
+                    s.add_all(UserRoleRow(user_id=user_id, role_name=r) for r in changes.roles)
+                self._add_audit(s, audit)
+                await s.flush()
+                row = await s.get(UserRow, user_id, populate_existing=True)
+                assert row is not None
+                return (await self._load(s, [row]))[0]
+        except IntegrityError as exc:
+            raise RoleNotFound(changes.roles or ()) from exc
+
+    async def delete_user(self, user_id: uuid.UUID, *, audit: AuditEntry | None = None) -> bool:
+        async with self._tx() as s:
+            # Link rows go explicitly: SQLite connections made elsewhere may lack FK cascades.
+            await s.execute(delete(UserPermissionRow).where(UserPermissionRow.user_id == user_id))
+            await s.execute(delete(UserRoleRow).where(UserRoleRow.user_id == user_id))
+            result = await s.execute(delete(UserRow).where(UserRow.id == user_id))
+            if getattr(result, "rowcount", 0) == 0:
+                return False
+            self._add_audit(s, audit)
+            return True
+
+    # -- roles ---------------------------------------------------------------------------
+
+    async def add_role(self, role: Role, *, audit: AuditEntry | None = None) -> None:
+        try:
+            async with self._tx() as s:
+                s.add(
+                    RoleRow(
+                        name=role.name,
+                        description=role.description,
+                        created_at=role.created_at,
+                        updated_at=role.updated_at,
+                    )
+                )
+                await s.flush()
+                s.add_all(
+                    RolePermissionRow(role_name=role.name, permission=p) for p in role.permissions
+                )
+                self._add_audit(s, audit)
+        except IntegrityError as exc:
+            raise RoleExists(role.name) from exc
+
+    async def get_roles(self, names: Iterable[str]) -> list[Role]:
+        wanted = sorted(set(names))
+        if not wanted:
+            return []
+        async with self._tx() as s:
+            rows = (await s.scalars(select(RoleRow).where(RoleRow.name.in_(wanted)))).all()
+            return await self._load_roles(s, list(rows))
+
+    async def list_roles(self) -> list[Role]:
+        async with self._tx() as s:
+            rows = (await s.scalars(select(RoleRow).order_by(RoleRow.name))).all()
+            return await self._load_roles(s, list(rows))
+
+    async def update_role(self, role: Role, *, audit: AuditEntry | None = None) -> bool:
+        async with self._tx() as s:
+            result = await s.execute(
+                update(RoleRow)
+                .where(RoleRow.name == role.name)
+                .values(description=role.description, updated_at=role.updated_at)
+            )
+            if getattr(result, "rowcount", 0) == 0:
+                return False
+            await s.execute(
+                delete(RolePermissionRow).where(RolePermissionRow.role_name == role.name)
+            )
+            s.add_all(
+                RolePermissionRow(role_name=role.name, permission=p) for p in role.permissions
+            )
+            self._add_audit(s, audit)
+            return True
+
+    async def delete_role(self, name: str, *, audit: AuditEntry | None = None) -> bool:
+        async with self._tx() as s:
+            await s.execute(delete(UserRoleRow).where(UserRoleRow.role_name == name))
+            await s.execute(delete(RolePermissionRow).where(RolePermissionRow.role_name == name))
+            result = await s.execute(delete(RoleRow).where(RoleRow.name == name))
+            if getattr(result, "rowcount", 0) == 0:
+                return False
+            self._add_audit(s, audit)
+            return True
+
+    # -- audit and health ----------------------------------------------------------------
+
+    async def list_audit(
+        self, *, before: int | None, limit: int, target_id: str | None = None
+    ) -> list[AuditEntry]:
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(AuditRow.id < before)
+        if target_id is not None:
+            query = query.where(AuditRow.target_id == target_id)
+        async with self._tx() as s:
+            rows = (await s.scalars(query)).all()
+            return [
+                AuditEntry(
+                    id=r.id,
+                    at=r.at,
+                    actor=r.actor,
+                    action=r.action,
+                    target_type=r.target_type,
+                    target_id=r.target_id,
+                    details=dict(r.details or {}),
+                )
+                for r in rows
+            ]
+
+    async def pending_events(self, limit: int) -> list[OutboxEvent]:
+        query = (
+            select(OutboxRow)
+            .where(OutboxRow.published_at.is_(None), OutboxRow.failed_at.is_(None))
+            .order_by(OutboxRow.id)
+            .limit(limit)
+        )
+        async with self._tx() as s:
+            return [
+                OutboxEvent(
+                    id=r.id,
+                    event_id=r.event_id,
+                    channel=r.channel,
+                    type=r.type,
+                    aggregate_type=r.aggregate_type,
+                    aggregate_id=r.aggregate_id,
+                    data=dict(r.data or {}),
+                    created_at=r.created_at,
+                    attempts=r.attempts,
+                )
+                for r in (await s.scalars(query)).all()
+            ]
+
+    async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
+        if not ids:
+            return
+        async with self._tx() as s:
+            await s.execute(
+                update(OutboxRow).where(OutboxRow.id.in_(list(ids))).values(published_at=at)
+            )
+
+    async def mark_failed(self, id: int, error: str, at: datetime, *, final: bool) -> None:
+        values: dict[str, object] = {
+            "attempts": OutboxRow.attempts + 1,
+            "last_error": error[:2000],
+        }
+        if final:
+            values["failed_at"] = at
+        async with self._tx() as s:
+            await s.execute(update(OutboxRow).where(OutboxRow.id == id).values(**values))
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        async with self._tx() as s:
+            result = await s.execute(
+                delete(OutboxRow).where(OutboxRow.published_at < published_before)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def ping(self) -> None:
+        async with self._tx() as s:
+            await s.execute(text("SELECT 1"))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _add_audit(s: AsyncSession, audit: AuditEntry | None) -> None:
+        if audit is not None:
+            s.add(
+                OutboxRow(event_id=uuid.uuid4(), created_at=audit.at, attempts=0, **event_of(audit))
+            )
+            s.add(
+                AuditRow(
+                    at=audit.at,
+                    actor=audit.actor,
+                    action=audit.action,
+                    target_type=audit.target_type,
+                    target_id=audit.target_id,
+                    details=audit.details,
+                )
+            )
+
+    @staticmethod
+    async def _require_roles(s: AsyncSession, names: Iterable[str]) -> None:
+        wanted = set(names)
+        if not wanted:
+            return
+        found = set((await s.scalars(select(RoleRow.name).where(RoleRow.name.in_(wanted)))).all())
+        if missing := wanted - found:
+            raise RoleNotFound(missing)
+
+    @staticmethod
+    async def _load(s: AsyncSession, rows: list[UserRow]) -> list[User]:
+        ids = [r.id for r in rows]
+        perms: dict[uuid.UUID, set[str]] = {i: set() for i in ids}
+        roles: dict[uuid.UUID, set[str]] = {i: set() for i in ids}
+        if ids:
+            for uid, perm in (
+                await s.execute(
+                    select(UserPermissionRow.user_id, UserPermissionRow.permission).where(
+                        UserPermissionRow.user_id.in_(ids)
+                    )
+                )
+            ).all():
+                perms[uid].add(perm)
+            for uid, role in (
+                await s.execute(
+                    select(UserRoleRow.user_id, UserRoleRow.role_name).where(
+                        UserRoleRow.user_id.in_(ids)
+                    )
+                )
+            ).all():
+                roles[uid].add(role)
+        return [
+            User(
+                id=r.id,
+                username=r.username,
+                email=r.email,
+                password_hash=r.password_hash,
+                disabled=r.disabled,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                last_login_at=r.last_login_at,
+                permissions=frozenset(perms[r.id]),
+                roles=frozenset(roles[r.id]),
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    async def _load_roles(s: AsyncSession, rows: list[RoleRow]) -> list[Role]:
+        names = [r.name for r in rows]
+        perms: dict[str, set[str]] = {n: set() for n in names}
+        if names:
+            for name, perm in (
+                await s.execute(
+                    select(RolePermissionRow.role_name, RolePermissionRow.permission).where(
+                        RolePermissionRow.role_name.in_(names)
+                    )
+                )
+            ).all():
+                perms[name].add(perm)
+        return [
+            Role(
+                name=r.name,
+                description=r.description,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                permissions=frozenset(perms[r.name]),
+            )
+            for r in rows
+        ]

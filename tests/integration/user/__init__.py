@@ -1,0 +1,1 @@
+"""Integration tests of the user service (real SQLite and Postgres)."""
