@@ -37,6 +37,7 @@ class RunningStack:
     env: dict[str, str]
     lines: list[str] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
+    pumper: threading.Thread = field(init=False)
 
     def pump(self) -> None:
         assert self.proc.stdout is not None
@@ -77,7 +78,8 @@ def start_stack(tmp_path: Path, **env: str) -> RunningStack:
         env=full_env,
     )
     stack = RunningStack(proc, data_dir, ports, full_env)
-    threading.Thread(target=stack.pump, daemon=True).start()
+    stack.pumper = threading.Thread(target=stack.pump, daemon=True)
+    stack.pumper.start()
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not stack.ready.wait(0.2):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -87,15 +89,21 @@ def start_stack(tmp_path: Path, **env: str) -> RunningStack:
 
 
 def stop_stack(stack: RunningStack) -> int:
-    if stack.proc.poll() is None:
-        stack.proc.send_signal(signal.SIGTERM)
-        try:
-            return stack.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            stack.proc.kill()
-            stack.proc.wait()
-            pytest.fail("authbus up did not stop within 30 s of SIGTERM")
-    return stack.proc.returncode
+    try:
+        if stack.proc.poll() is None:
+            stack.proc.send_signal(signal.SIGTERM)
+            try:
+                stack.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                stack.proc.kill()
+                stack.proc.wait()
+                pytest.fail("authbus up did not stop within 30 s of SIGTERM")
+        return stack.proc.returncode
+    finally:
+        # The pump thread ends at EOF; then the pipe can be closed (no ResourceWarning).
+        stack.pumper.join(10)
+        if stack.proc.stdout is not None:
+            stack.proc.stdout.close()
 
 
 def pid_alive(pid: int) -> bool:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
 import time
 from typing import Any
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "authbus_request_id", default=None
-)
+# One variable for the services and the client library, which forwards it (X-Request-ID).
+from authbus.common._context import request_id_var
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "request_id_var"]
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
