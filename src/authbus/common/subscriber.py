@@ -230,8 +230,7 @@ class EventSubscriber:
     async def _session(self, client: AsyncRedis, ops: DeliveryOps) -> None:
         """One connected period: register, subscribe to notifications, drain until stopped."""
         assert self._stopping is not None and self._wake is not None
-        await client.sadd(self.keys.subscribers, self.name)
-        await self._heartbeat(client, ops)
+        await self._heartbeat(client, ops)  # registers this subscriber name
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(self.keys.notify)
@@ -256,8 +255,8 @@ class EventSubscriber:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _listen(self, pubsub: PubSub) -> None:
-        assert self._wake is not None
-        while True:
+        assert self._wake is not None and self._stopping is not None
+        while not self._stopping.is_set():
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None:
                 self._wake.set()
@@ -273,6 +272,9 @@ class EventSubscriber:
     async def _heartbeat(self, client: AsyncRedis, ops: DeliveryOps) -> None:
         now_ms = int(time.time() * 1000)
         instances = self.keys.instances(self.name)
+        # Re-register on every beat: a running service stays subscribed even if Redis lost
+        # its data (restart without persistence, failover); to unsubscribe, stop it first.
+        await client.sadd(self.keys.subscribers, self.name)
         await client.zadd(instances, {self.instance_id: now_ms})
         # Instances silent for a day are forgotten, so restarts do not grow the set forever.
         await client.zremrangebyscore(instances, "-inf", now_ms - 86_400_000)

@@ -1,0 +1,319 @@
+"""HTTP API of the event service: translate requests to `EventService` / `Subscriptions` calls.
+
+Scopes: `events:publish` to publish; `events:read` to read the log, channel stats and dead
+letters; `events:admin` to change delivery state (subscribe, unsubscribe, requeue, purge).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from authbus.common._envelope import NAME_PATTERN, Event
+from authbus.common.security import Caller, requires
+from authbus.event.errors import EventTooLarge, SubscriberNotFound
+from authbus.event.log import EventLog, NewEvent
+from authbus.event.service import MAX_BATCH, EventService
+from authbus.event.subscriptions import Subscriptions
+
+router = APIRouter(tags=["events"])
+
+ChannelName = Annotated[str, Path(pattern=NAME_PATTERN, description="channel name")]
+SubscriberName = Annotated[str, Path(pattern=NAME_PATTERN, description="subscriber name")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=200, description="retry-safe publish key"),
+]
+TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
+
+
+class PublishRequest(BaseModel):
+    """One event to publish."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(pattern=TYPE_PATTERN, examples=["order.placed"])
+    data: dict[str, Any] = Field(default_factory=dict)
+    aggregate_type: str | None = Field(default=None, min_length=1, max_length=128)
+    aggregate_id: str | None = Field(default=None, min_length=1, max_length=200)
+    aggregate_version: int | None = Field(default=None, ge=1)
+    expected_version: int | None = Field(
+        default=None, ge=0, description="the aggregate's current version; 0 when new"
+    )
+    correlation_id: str | None = Field(default=None, max_length=200)
+    causation_id: str | None = Field(default=None, max_length=200)
+
+    def draft(self) -> NewEvent:
+        return NewEvent(**self.model_dump())
+
+
+class BatchRequest(BaseModel):
+    """Several events published in one transaction, fanned out with one call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[PublishRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class EventsPage(BaseModel):
+    """A page of the log; pass `next_after` as `after` for the next page."""
+
+    events: list[Event]
+    next_after: int
+
+
+class AggregateTrail(BaseModel):
+    """One aggregate's events by version, and its current version."""
+
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    events: list[Event]
+
+
+class SubscribeRequest(BaseModel):
+    """Where a new subscriber starts: `now`, `beginning` (replays the log) or after a position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: Literal["now", "beginning"] | Annotated[int, Field(ge=0)] = "now"
+
+
+class RequeueRequest(BaseModel):
+    """Requeue every dead letter, or those of one event id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str | None = Field(default=None, max_length=36)
+
+
+def _service(request: Request) -> EventService:
+    service: EventService = request.app.state.event_service
+    return service
+
+
+def _log(request: Request) -> EventLog:
+    event_log: EventLog = request.app.state.event_log
+    return event_log
+
+
+def _subscriptions(request: Request) -> Subscriptions:
+    subs: Subscriptions = request.app.state.subscriptions
+    return subs
+
+
+async def _size_limit(request: Request) -> None:
+    # The middleware refuses a large Content-Length before reading; this catches chunked bodies.
+    limit: int = request.app.state.settings.event.max_payload_bytes
+    if len(await request.body()) > limit:
+        raise EventTooLarge(f"the request body is above {limit} bytes")
+
+
+def _producer(caller: Caller) -> str:
+    return caller.client_id or caller.subject
+
+
+@router.post(
+    "/v1/channels/{channel}/events",
+    status_code=201,
+    response_model=Event,
+    summary="Publish an event",
+    dependencies=[Depends(_size_limit)],
+)
+async def publish(
+    channel: ChannelName,
+    body: PublishRequest,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    caller: Caller = Depends(requires("events:publish")),
+    service: EventService = Depends(_service),
+) -> Event:
+    """Append one event to the channel's log and fan it out to its subscribers."""
+    result = await service.publish(
+        channel, [body.draft()], producer=_producer(caller), idempotency_key=idempotency_key
+    )
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return result.events[0]
+
+
+@router.post(
+    "/v1/channels/{channel}/events/batch",
+    status_code=201,
+    response_model=EventsPage,
+    summary="Publish several events atomically",
+    dependencies=[Depends(_size_limit)],
+)
+async def publish_batch(
+    channel: ChannelName,
+    body: BatchRequest,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    caller: Caller = Depends(requires("events:publish")),
+    service: EventService = Depends(_service),
+) -> EventsPage:
+    """Append all events in one transaction (all or none), then one fan-out call."""
+    result = await service.publish(
+        channel,
+        [e.draft() for e in body.events],
+        producer=_producer(caller),
+        idempotency_key=idempotency_key,
+    )
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return EventsPage(events=result.events, next_after=result.events[-1].position)
+
+
+@router.get(
+    "/v1/channels/{channel}/events", response_model=EventsPage, summary="Read a channel's log"
+)
+async def read_channel(
+    channel: ChannelName,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    _caller: Caller = Depends(requires("events:read")),
+    event_log: EventLog = Depends(_log),
+) -> EventsPage:
+    """Events of the channel with position > `after`, oldest first (replay)."""
+    found = await event_log.read_channel(channel, after=after, limit=limit)
+    return EventsPage(events=found, next_after=found[-1].position if found else after)
+
+
+@router.get(
+    "/v1/aggregates/{aggregate_type}/{aggregate_id}/events",
+    response_model=AggregateTrail,
+    summary="The audit trail of one aggregate",
+)
+async def read_aggregate(
+    aggregate_type: Annotated[str, Path(max_length=128)],
+    aggregate_id: Annotated[str, Path(max_length=200)],
+    after_version: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    _caller: Caller = Depends(requires("events:read")),
+    event_log: EventLog = Depends(_log),
+) -> AggregateTrail:
+    """Every event of the aggregate by version."""
+    found = await event_log.read_aggregate(
+        aggregate_type, aggregate_id, after_version=after_version, limit=limit
+    )
+    version = await event_log.aggregate_version(aggregate_type, aggregate_id)
+    return AggregateTrail(
+        aggregate_type=aggregate_type, aggregate_id=aggregate_id, version=version, events=found
+    )
+
+
+@router.get("/v1/channels", summary="Channels in the log")
+async def list_channels(
+    _caller: Caller = Depends(requires("events:read")),
+    event_log: EventLog = Depends(_log),
+) -> dict[str, Any]:
+    """Every channel with its event count and last position."""
+    return {
+        "channels": [
+            {"channel": c.channel, "events": c.events, "last_position": c.last_position}
+            for c in await event_log.channels()
+        ]
+    }
+
+
+@router.get("/v1/channels/{channel}", summary="Delivery stats of a channel")
+async def channel_stats(
+    channel: ChannelName,
+    _caller: Caller = Depends(requires("events:read")),
+    subs: Subscriptions = Depends(_subscriptions),
+    event_log: EventLog = Depends(_log),
+) -> dict[str, Any]:
+    """Per subscriber: waiting, processing, dead, instances (with heartbeat age), lagging."""
+    stats = await subs.stats(channel)
+    summary = next((c for c in await event_log.channels() if c.channel == channel), None)
+    return {
+        "channel": channel,
+        "events": summary.events if summary else 0,
+        "last_position": summary.last_position if summary else 0,
+        "subscribers": [s.__dict__ for s in stats.subscribers],
+    }
+
+
+@router.put("/v1/channels/{channel}/subscribers/{name}", summary="Subscribe a service")
+async def subscribe(
+    channel: ChannelName,
+    name: SubscriberName,
+    body: Annotated[SubscribeRequest | None, Body()] = None,
+    _caller: Caller = Depends(requires("events:admin")),
+    subs: Subscriptions = Depends(_subscriptions),
+) -> dict[str, Any]:
+    """Add `name` to the channel; `start: beginning` replays the log into its list."""
+    start = (body or SubscribeRequest()).start
+    replayed = await subs.subscribe(channel, name, start)
+    return {"channel": channel, "name": name, "start": start, "replayed": replayed}
+
+
+@router.delete("/v1/channels/{channel}/subscribers/{name}", status_code=204, summary="Unsubscribe")
+async def unsubscribe(
+    channel: ChannelName,
+    name: SubscriberName,
+    _caller: Caller = Depends(requires("events:admin")),
+    subs: Subscriptions = Depends(_subscriptions),
+) -> Response:
+    """Remove `name` from the channel with its waiting, in-flight and dead deliveries.
+
+    Running `EventSubscriber` instances re-register on their next heartbeat: stop the
+    subscribing service first.
+    """
+    if not await subs.unsubscribe(channel, name):
+        raise SubscriberNotFound(f"{name} does not subscribe to {channel}")
+    return Response(status_code=204)
+
+
+@router.get("/v1/channels/{channel}/subscribers/{name}/dead-letters", summary="List dead letters")
+async def dead_letters(
+    channel: ChannelName,
+    name: SubscriberName,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    _caller: Caller = Depends(requires("events:read")),
+    subs: Subscriptions = Depends(_subscriptions),
+) -> dict[str, Any]:
+    """The newest dead deliveries, with the attempt at which each gave up."""
+    letters = await subs.dead_letters(channel, name, limit=limit)
+    return {
+        "dead_letters": [
+            {
+                "attempt": d.attempt,
+                "event": d.event.model_dump(mode="json") if d.event else None,
+                "raw": None if d.event else d.raw,
+            }
+            for d in letters
+        ]
+    }
+
+
+@router.post(
+    "/v1/channels/{channel}/subscribers/{name}/dead-letters/requeue",
+    summary="Requeue dead letters",
+)
+async def requeue_dead_letters(
+    channel: ChannelName,
+    name: SubscriberName,
+    body: Annotated[RequeueRequest | None, Body()] = None,
+    _caller: Caller = Depends(requires("events:admin")),
+    subs: Subscriptions = Depends(_subscriptions),
+) -> dict[str, int]:
+    """Move dead letters (all, or one event's) back to the subscriber's queue."""
+    event_id = body.event_id if body else None
+    return {"requeued": await subs.requeue_dead(channel, name, event_id)}
+
+
+@router.delete(
+    "/v1/channels/{channel}/subscribers/{name}/dead-letters", summary="Purge dead letters"
+)
+async def purge_dead_letters(
+    channel: ChannelName,
+    name: SubscriberName,
+    event_id: Annotated[str | None, Query(max_length=36)] = None,
+    _caller: Caller = Depends(requires("events:admin")),
+    subs: Subscriptions = Depends(_subscriptions),
+) -> dict[str, int]:
+    """Delete dead letters (all, or one event's)."""
+    return {"purged": await subs.purge_dead(channel, name, event_id)}
