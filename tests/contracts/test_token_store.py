@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from authbus.common._keys import token_key
+from authbus.common._keys import TokenStoreKeys, token_key
 from authbus.core.redis import create_redis
 from authbus.token.store import MemoryTokenStore, RedisTokenStore, TokenStore
 
@@ -59,8 +59,23 @@ async def test_code_single_use(store: TokenStore) -> None:
     assert await store.redeem_code("c1", 60) == {"client_id": "web"}
     assert await store.redeem_code("c1", 60) is None
     assert await store.used_code("c1") == {}
-    await store.record_code_tokens("c1", {"jti": "j", "family": "f"})
+    assert await store.record_code_tokens("c1", {"jti": "j", "family": "f"}) is True
     assert await store.used_code("c1") == {"jti": "j", "family": "f"}
+
+
+async def test_code_reuse_is_seen_by_either_side_of_the_race(store: TokenStore) -> None:
+    # Reuse after the first use recorded its tokens: the reuse learns what to revoke.
+    await store.add_code("r1", {}, 60)
+    await store.redeem_code("r1", 60)
+    assert await store.record_code_tokens("r1", {"jti": "j", "family": None}) is True
+    assert await store.mark_code_reused("r1") == {"jti": "j", "family": None}
+    # Reuse before the first use recorded them: the first use learns it must revoke.
+    await store.add_code("r2", {}, 60)
+    await store.redeem_code("r2", 60)
+    assert await store.mark_code_reused("r2") == {}
+    assert await store.record_code_tokens("r2", {"jti": "j2", "family": "f"}) is False
+    # A code never redeemed is no reuse.
+    assert await store.mark_code_reused("never") is None
 
 
 async def test_code_single_use_under_concurrency(store: TokenStore) -> None:
@@ -155,3 +170,64 @@ async def test_memory_store_warns_at_startup(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level("WARNING", logger="authbus.token.store"):
         MemoryTokenStore()
     assert "this process only" in caplog.text
+
+
+async def test_revoke_user_ends_everything_issued_to_that_user(store: TokenStore) -> None:
+    await store.add_refresh_token("uf", "h1", {"sub": "u1"}, 60, subject="u1")
+    await store.add_access_token("uf-a", {"sub": "u1"}, 60, family="uf")
+    await store.add_access_token("u1-implicit", {"sub": "u1"}, 60, subject="u1")
+    await store.add_session("u1-sso", {"user_id": "u1"}, 60, subject="u1")
+    await store.add_code("u1-code", {"sub": "u1"}, 60, subject="u1")
+    await store.add_refresh_token("other", "h1", {"sub": "u2"}, 60, subject="u2")
+    await store.add_access_token("u2-a", {"sub": "u2"}, 60, subject="u2")
+    await store.add_session("u2-sso", {"user_id": "u2"}, 60, subject="u2")
+
+    assert await store.revoke_user("u1") == 5  # family + its token, token, session, code
+    assert await store.refresh_token("uf", "h1") is None
+    assert (await store.rotate_refresh_token("uf", "h1", "h2", {}, 60, 0)).status == "revoked"
+    assert await store.access_token("uf-a") is None
+    assert await store.access_token("u1-implicit") is None
+    assert await store.session("u1-sso") is None
+    assert await store.redeem_code("u1-code", 60) is None
+    # Another user's grants are untouched; a second revocation finds nothing (idempotent).
+    assert await store.refresh_token("other", "h1") == {"sub": "u2"}
+    assert await store.access_token("u2-a") is not None
+    assert await store.session("u2-sso") is not None
+    assert await store.revoke_user("u1") == 0
+    assert await store.revoke_user("nobody") == 0
+
+
+async def test_rotated_family_stays_revocable_by_user(store: TokenStore) -> None:
+    await store.add_refresh_token("rf", "h1", {"sub": "u3"}, TTL, subject="u3")
+    out = await store.rotate_refresh_token("rf", "h1", "h2", {"sub": "u3"}, 60, 0, subject="u3")
+    assert out.status == "rotated"
+    await asyncio.sleep(TTL + 0.2)  # past the first token's lifetime, within the second's
+    assert await store.refresh_token("rf", "h2") == {"sub": "u3"}
+    assert await store.revoke_user("u3") >= 1
+    assert await store.refresh_token("rf", "h2") is None
+
+
+async def test_user_index_entries_expire_with_their_grants(store: TokenStore) -> None:
+    await store.add_access_token("short", {"sub": "u4"}, TTL, subject="u4")
+    await asyncio.sleep(TTL + 0.2)
+    await store.add_access_token("long", {"sub": "u4"}, 60, subject="u4")
+    assert await store.revoke_user("u4") == 1  # the expired entry was dropped, not counted
+    assert await store.access_token("long") is None
+
+
+async def test_access_token_joining_a_revoked_family_is_dropped(store: TokenStore) -> None:
+    # A refresh racing a revocation: the new access token must not outlive the family.
+    await store.add_refresh_token("gone", "h1", {"sub": "u"}, 60)
+    await store.revoke_family("gone")
+    await store.add_access_token("late", {"sub": "u"}, 60, family="gone")
+    assert await store.access_token("late") is None
+
+
+async def test_redis_user_index_expires_with_last_grant(redis_url: str, redis_prefix: str) -> None:
+    client = create_redis(redis_url)
+    store = RedisTokenStore(client, redis_prefix)
+    await store.add_session("s", {"user_id": "u5"}, 2, subject="u5")
+    await store.add_access_token("a", {"sub": "u5"}, 30, subject="u5")
+    ttl = await client.pttl(TokenStoreKeys(redis_prefix).user_grants("u5"))
+    assert 20_000 < ttl <= 30_000
+    await store.close()

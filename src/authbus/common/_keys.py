@@ -61,3 +61,54 @@ class ChannelKeys:
 def token_key(prefix: str, jti: str) -> str:
     """String with TTL: an issued access token that is still active (deleted on revocation)."""
     return f"{prefix}:token:{jti}"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStoreKeys:
+    """Keys of the token service's store (beside `token_key`, which every service reads).
+
+    Keys of one refresh family share the hash tag `{rf:<family>}` and a code and its used
+    marker share `{code:<hash>}`, so each Lua script touches one Redis Cluster slot.
+
+        k = TokenStoreKeys("ab")
+        k.refresh("fam", "digest")   # 'ab:{rf:fam}:rt:digest'
+    """
+
+    prefix: str
+
+    def access(self, jti: str) -> str:
+        """String with TTL: an active access token (same key as `token_key`)."""
+        return token_key(self.prefix, jti)
+
+    def code(self, code_hash: str) -> str:
+        """String with TTL: an authorization code's grant, until redeemed (GETDEL)."""
+        return f"{self.prefix}:{{code:{code_hash}}}"
+
+    def code_used(self, code_hash: str) -> str:
+        """String with TTL: a redeemed code's marker, holding what it issued."""
+        return f"{self.prefix}:{{code:{code_hash}}}:used"
+
+    def family(self, family: str) -> str:
+        """String with TTL: a refresh-token family, alive iff the key exists."""
+        return f"{self.prefix}:{{rf:{family}}}:family"
+
+    def family_tokens(self, family: str) -> str:
+        """Set: jtis of the access tokens issued from a refresh family."""
+        return f"{self.prefix}:{{rf:{family}}}:jtis"
+
+    def refresh(self, family: str, token_hash: str) -> str:
+        """String with TTL: one refresh token's record."""
+        return f"{self.prefix}:{{rf:{family}}}:rt:{token_hash}"
+
+    def refresh_rotated(self, family: str, token_hash: str) -> str:
+        """String with TTL: when a refresh token was rotated (ms), for reuse detection."""
+        return f"{self.prefix}:{{rf:{family}}}:rt:{token_hash}:rotated"
+
+    def session(self, session_hash: str) -> str:
+        """String with TTL: an SSO session."""
+        return f"{self.prefix}:sso:{session_hash}"
+
+    def user_grants(self, subject: str) -> str:
+        """Sorted set, scored by expiry (ms): what was issued to one user (`f:<family>`,
+        `a:<jti>`, `s:<session>`, `c:<code>`), so it can all be revoked at once."""
+        return f"{self.prefix}:{{user:{subject}}}:grants"

@@ -6,6 +6,8 @@ app = create_app(settings, user_transport=fake_users)   # tests: a fake user ser
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,12 +27,18 @@ from authbus.core.redis import create_redis
 from authbus.core.settings import Settings
 from authbus.token.api import clients, login, oauth
 from authbus.token.clients import ClientRepository
+from authbus.token.consistency import UserEventsSubscriber, UserGrantRevoker
 from authbus.token.grants import AuthorizationServer
 from authbus.token.issuer import IssuerConfig, TokenIssuer
-from authbus.token.keys import ensure_signing_key, load_key_ring
+from authbus.token.keys import KeyReloader, ensure_signing_key, load_key_ring
 from authbus.token.service import SelfTokenProvider, TokenService
 from authbus.token.store import MemoryTokenStore, RedisTokenStore, TokenStore
 from authbus.token.users import UserServiceClient
+
+log = logging.getLogger("authbus.token.app")
+
+# How often running replicas re-read the signing keys (`authbus keys rotate` reaches them).
+KEY_RELOAD_INTERVAL_S = 15.0
 
 
 def issuer_config(settings: Settings) -> IssuerConfig:
@@ -57,9 +65,15 @@ def create_app(
     *,
     user_transport: httpx.AsyncBaseTransport | None = None,
     store: TokenStore | None = None,
+    key_reload_interval_s: float = KEY_RELOAD_INTERVAL_S,
 ) -> FastAPI:
     """The token service. `user_transport` replaces the HTTP transport to the user service;
-    `store` replaces the token store (else Redis when configured, else in-process memory)."""
+    `store` replaces the token store (else Redis when configured, else in-process memory).
+
+    Background tasks: the signing keys are re-read every `key_reload_interval_s` seconds
+    (and on an unknown kid); with Redis configured, the `users` channel is followed so a
+    disabled, deleted or re-permissioned user loses every grant (`consistency`).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,10 +88,13 @@ def create_app(
         else:
             token_store = MemoryTokenStore()
         master_key = _master_key(settings)
-        # Keys are read once here; signing never touches the database.
+        # Keys are held in memory (signing never touches the database) and reloaded.
         await ensure_signing_key(sessionmaker, settings.token.signing_alg, master_key)
         keys = await load_key_ring(sessionmaker, master_key)
-        issuer = TokenIssuer(issuer_config(settings), token_store, keys)
+        reloader = KeyReloader(keys, sessionmaker, master_key, interval_s=key_reload_interval_s)
+        issuer = TokenIssuer(
+            issuer_config(settings), token_store, keys, on_unknown_kid=reloader.reload_for_kid
+        )
         clients = ClientRepository(sessionmaker)
         self_token = SelfTokenProvider(
             issuer, settings.token.client_id, settings.token.default_audience
@@ -93,6 +110,15 @@ def create_app(
             sso_session_ttl_s=settings.token.sso_session_ttl_s,
         )
         app.state.token = service
+        app.state.key_reloader = reloader
+        tasks = [asyncio.create_task(reloader.run(), name="token-key-reloader")]
+        subscriber: UserEventsSubscriber | None = None
+        if settings.redis_url:
+            subscriber = UserEventsSubscriber(
+                UserGrantRevoker(token_store), settings.redis_url, prefix=settings.redis_prefix
+            )
+            tasks.append(asyncio.create_task(subscriber.run(), name="token-user-events"))
+        app.state.user_events = subscriber
         app.state.token_validator = TokenValidator(
             issuer=settings.issuer,
             audiences=[settings.token.default_audience, *settings.accepted_audiences],
@@ -110,6 +136,14 @@ def create_app(
         try:
             yield
         finally:
+            if subscriber is not None:
+                subscriber.stop()  # in-flight events finish; no new claims
+            tasks[0].cancel()
+            _done, pending = await asyncio.wait(tasks, timeout=35.0)
+            for task in pending:
+                log.warning("background task did not stop in time", extra={"task": task.get_name()})
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await service.aclose()
             await engine.dispose()
 
@@ -135,6 +169,13 @@ def create_app(
     @app.exception_handler(DBAPIError)
     async def _db_down(_request: Request, _exc: Exception) -> Response:
         return _unavailable("the token database is unavailable")
+
+    @app.exception_handler(OSError)
+    async def _connection_failed(_request: Request, exc: OSError) -> Response:
+        # asyncpg raises the socket's own error (ConnectionRefusedError, ...) when it cannot
+        # connect, unwrapped by SQLAlchemy; Redis and httpx errors have their own handling.
+        log.warning("a dependency is unreachable", extra={"error": repr(exc)})
+        return _unavailable("the token database or token store is unreachable")
 
     return app
 

@@ -242,7 +242,9 @@ class AuthorizationServer:
             "resource": request.resource,
             "auth_time": auth_time,
         }
-        await self.issuer.store.add_code(hash_secret(code), data, self.issuer.config.code_ttl_s)
+        await self.issuer.store.add_code(
+            hash_secret(code), data, self.issuer.config.code_ttl_s, subject=subject
+        )
         # RFC 6749 §4.1.2 (+ RFC 9207 `iss`, so clients can tell servers apart).
         params = {"code": code, "state": request.state, "iss": self.issuer.config.issuer}
         return add_params(request.redirect_uri, params)
@@ -333,7 +335,7 @@ class AuthorizationServer:
         code_hash = hash_secret(code)
         data = await store.redeem_code(code_hash, used_ttl_s=self.issuer.access_ttl(client))
         if data is None:
-            used = await store.used_code(code_hash)
+            used = await store.mark_code_reused(code_hash)
             if used is not None:
                 # RFC 6749 §4.1.2: a code used twice revokes what its first use issued.
                 if used.get("family"):
@@ -366,7 +368,14 @@ class AuthorizationServer:
             refresh=client.allows_grant("refresh_token"),
             auth_time=data.get("auth_time"),
         )
-        await store.record_code_tokens(code_hash, {"jti": grant.jti, "family": grant.family})
+        issued = {"jti": grant.jti, "family": grant.family}
+        if not await store.record_code_tokens(code_hash, issued):
+            # The code was presented again while these tokens were being issued: that
+            # second use could not revoke them yet, so this one does (RFC 6749 §4.1.2).
+            if grant.family:
+                await store.revoke_family(grant.family)
+            await store.revoke_access_token(grant.jti)
+            raise InvalidGrant("the authorization code was already used")
         return grant
 
     async def _client_credentials(self, client: Client, form: Mapping[str, str]) -> IssuedGrant:
@@ -387,6 +396,7 @@ class AuthorizationServer:
             scopes=scopes,
             audience=self.issuer.audience_for(client, resource),
             refresh=False,
+            for_user=False,
         )
 
     async def _refresh_token(self, client: Client, form: Mapping[str, str]) -> IssuedGrant:

@@ -12,10 +12,12 @@ of a rotated token can revoke them all (RFC 9700 §4.14.2).
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +98,9 @@ class TokenIssuer:
     store: TokenStore
     keys: KeyRing
     clock: Callable[[], float] = field(default=time.time)
+    # Called with a token's kid when the ring does not know it (another replica may have
+    # rotated the key already); True when the ring knows it afterwards.
+    on_unknown_kid: Callable[[str], Awaitable[bool]] | None = None
 
     def access_ttl(self, client: Client) -> int:
         return client.access_token_ttl_s or self.config.access_token_ttl_s
@@ -122,17 +127,28 @@ class TokenIssuer:
         refresh: bool,
         family: str | None = None,
         auth_time: int | None = None,
+        for_user: bool = True,
     ) -> IssuedGrant:
-        """Sign an access token, record it, and (if `refresh`) start a refresh family."""
+        """Sign an access token, record it, and (if `refresh`) start a refresh family.
+
+        `for_user`: the subject is a user, so the grant is indexed under it for
+        `TokenStore.revoke_user` (False for client-credentials tokens).
+        """
         if not refresh:
             access, jti, ttl = await self.issue_access_token(
-                client, subject=subject, scopes=scopes, audience=audience
+                client, subject=subject, scopes=scopes, audience=audience, for_user=for_user
             )
             return IssuedGrant(access, jti, ttl, tuple(scopes))
         token, ref = new_refresh_token(family)
         data = self._refresh_record(client, subject, scopes, audience, auth_time)
         # The family exists before the access token joins it (revoked together).
-        await self.store.add_refresh_token(ref.family, ref.digest, data, self.refresh_ttl(client))
+        await self.store.add_refresh_token(
+            ref.family,
+            ref.digest,
+            data,
+            self.refresh_ttl(client),
+            subject=subject if for_user else None,
+        )
         access, jti, ttl = await self.issue_access_token(
             client, subject=subject, scopes=scopes, audience=audience, family=ref.family
         )
@@ -173,8 +189,10 @@ class TokenIssuer:
         scopes: Sequence[str],
         audience: str,
         family: str | None = None,
+        for_user: bool = False,
     ) -> tuple[str, str, int]:
-        """An RFC 9068 access token; returns (jwt, jti, ttl)."""
+        """An RFC 9068 access token; returns (jwt, jti, ttl). Without a `family`, a token
+        `for_user` is indexed under its subject (with one, the family is)."""
         now = int(self.clock())
         ttl = self.access_ttl(client)
         jti = secrets.token_urlsafe(16)
@@ -192,7 +210,9 @@ class TokenIssuer:
         }
         token = self.keys.sign_access_token(claims)
         info = {**self._access_info(client, subject, scopes, audience), "exp": now + ttl}
-        await self.store.add_access_token(jti, info, ttl, family=family)
+        await self.store.add_access_token(
+            jti, info, ttl, family=family, subject=subject if for_user else None
+        )
         return token, jti, ttl
 
     async def rotate_refresh(
@@ -219,6 +239,7 @@ class TokenIssuer:
             data,
             self.refresh_ttl(client),
             self.config.refresh_reuse_grace_s,
+            subject=str(current["sub"]) if current is not None else None,
         )
         if outcome.status == "reused":
             await self.store.revoke_family(presented.family)
@@ -248,6 +269,16 @@ class TokenIssuer:
             return None
         return dict(decoded.claims)
 
+    async def own_token_claims(self, token: str) -> dict[str, Any] | None:
+        """`decode_access_token`, reloading the keys first when the token's kid is unknown."""
+        claims = self.decode_access_token(token)
+        if claims is not None or self.on_unknown_kid is None:
+            return claims
+        kid = _unverified_kid(token)
+        if kid is None or self.keys.knows(kid) or not await self.on_unknown_kid(kid):
+            return None
+        return self.decode_access_token(token)
+
     async def introspect(self, token: str, caller: Client | None = None) -> dict[str, Any]:
         """RFC 7662 §2.2 response for an access or refresh token.
 
@@ -272,7 +303,7 @@ class TokenIssuer:
                 "iat": record.get("iat"),
                 "iss": self.config.issuer,
             }
-        claims = self.decode_access_token(token)
+        claims = await self.own_token_claims(token)
         if claims is None or int(claims.get("exp", 0)) <= self.clock():
             return {"active": False}
         if await self.store.access_token(str(claims.get("jti"))) is None:
@@ -290,6 +321,19 @@ class TokenIssuer:
             if record is not None and record.get("client_id") == client.client_id:
                 await self.store.revoke_family(ref.family)
             return
-        claims = self.decode_access_token(token)
+        claims = await self.own_token_claims(token)
         if claims is not None and claims.get("client_id") == client.client_id:
             await self.store.revoke_access_token(str(claims.get("jti")))
+
+
+def _unverified_kid(token: str) -> str | None:
+    """The `kid` of a JWT's header, unverified (only to pick a key), or None."""
+    head = token.split(".", 1)[0]
+    if not head or len(head) > 2000:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except ValueError:
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) and len(kid) <= 200 else None

@@ -1,7 +1,8 @@
 """Signing keys: generation, encryption at rest, the JWKS, and RFC 9068 access tokens.
 
-Keys are read from the database once at startup into a `KeyRing`; signing never touches the
-database.
+Keys are read from the database into a `KeyRing`; signing never touches the database. A
+`KeyReloader` re-reads them on a short timer and when a token names an unknown `kid`, so
+`authbus keys rotate` takes effect on every running replica without a restart.
 
     ring = KeyRing.from_rows(rows, master_key=None)
     token = ring.sign_access_token({"iss": ..., "sub": ..., ...})
@@ -10,12 +11,15 @@ database.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -32,6 +36,8 @@ from authbus.token.models import SigningKeyRow, utcnow
 Alg = Literal["ES256", "EdDSA"]
 SUPPORTED_ALGS: tuple[Alg, ...] = ("ES256", "EdDSA")
 _ENC_PREFIX = "enc:v1:"
+
+log = logging.getLogger("authbus.token.keys")
 
 AnyKey = ECKey | OKPKey
 
@@ -110,6 +116,14 @@ class KeyRing:
         self.keys = list(keys)
         self._key_set: tuple[tuple[str, ...], KeySet] | None = None
 
+    def replace(self, keys: Sequence[SigningKey]) -> None:
+        """Swap in freshly loaded keys (in place: every holder of the ring sees them)."""
+        self.keys = list(keys)
+        self._key_set = None
+
+    def knows(self, kid: str) -> bool:
+        return any(k.kid == kid for k in self.keys)
+
     @classmethod
     def from_rows(cls, rows: Sequence[SigningKeyRow], master_key: str | None) -> KeyRing:
         keys = []
@@ -176,10 +190,83 @@ def _aware(dt: datetime) -> datetime:
 async def load_key_ring(
     sessionmaker: async_sessionmaker[AsyncSession], master_key: str | None
 ) -> KeyRing:
-    """All keys from the database (called once at startup)."""
+    """All keys from the database (at startup; `KeyReloader` keeps the ring fresh)."""
     async with sessionmaker() as session:
         rows = (await session.scalars(select(SigningKeyRow))).all()
     return KeyRing.from_rows(rows, master_key)
+
+
+class KeyReloader:
+    """Keeps a running replica's `KeyRing` in step with the database.
+
+    Reloads every `interval_s` seconds (`run()`, a background task) and on demand when a
+    token names a `kid` the ring does not know (`reload_for_kid`, at most once per
+    `min_gap_s`, so forged kids cannot hammer the database). A failed reload (database
+    down, wrong master key) keeps the keys held so far.
+
+        reloader = KeyReloader(ring, sessionmaker, master_key, interval_s=15)
+        task = asyncio.create_task(reloader.run())
+    """
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        master_key: str | None,
+        *,
+        interval_s: float = 15.0,
+        min_gap_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ring = ring
+        self.sessionmaker = sessionmaker
+        self.master_key = master_key
+        self.interval_s = interval_s
+        self.min_gap_s = min_gap_s
+        self.clock = clock
+        self._last = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> bool:
+        """Re-read the keys; True when the set of kids or their states changed."""
+        async with self._lock:
+            self._last = self.clock()
+            fresh = await load_key_ring(self.sessionmaker, self.master_key)
+            if not fresh.keys:
+                return False  # an empty table is a misconfiguration, not a rotation
+            before = _fingerprint(self.ring.keys)
+            self.ring.replace(fresh.keys)
+            changed = _fingerprint(fresh.keys) != before
+        if changed:
+            log.info("signing keys reloaded", extra={"active_kid": self.ring.active.kid})
+        return changed
+
+    async def reload_for_kid(self, kid: str) -> bool:
+        """Reload if `kid` is unknown and the last reload is `min_gap_s` old; True when
+        the ring knows `kid` afterwards."""
+        if self.ring.knows(kid):
+            return True
+        if self.clock() - self._last < self.min_gap_s:
+            return False
+        try:
+            await self.reload()
+        except Exception as exc:  # the database may be down; the caller answers "unknown"
+            log.warning("signing key reload failed", extra={"error": repr(exc)})
+            return False
+        return self.ring.knows(kid)
+
+    async def run(self) -> None:
+        """Reload every `interval_s` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.reload()
+            except Exception as exc:
+                log.warning("signing key reload failed", extra={"error": repr(exc)})
+
+
+def _fingerprint(keys: Sequence[SigningKey]) -> set[tuple[str, object, object]]:
+    return {(k.kid, k.retired_at, k.not_after) for k in keys}
 
 
 async def ensure_signing_key(
@@ -218,8 +305,9 @@ async def rotate_signing_key(
     """Retire the active key(s) and create a new one; returns the new kid.
 
     Retired keys stay in the JWKS until `not_after` = now + the longest access-token
-    lifetime, by when every token they signed has expired. Running services pick up the new
-    key at their next start.
+    lifetime, by when every token they signed has expired. Running replicas pick up the new
+    key within their `KeyReloader` interval; until then they still sign with the retired
+    key, which stays published well past that (the 60 s margin exceeds the interval).
     """
     now = utcnow()
     async with sessionmaker() as session, session.begin():

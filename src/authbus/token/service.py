@@ -109,7 +109,9 @@ class TokenService:
             auth_time=int(time.time()),
         )
         cookie = secrets.token_urlsafe(32)
-        await self.store.add_session(hash_secret(cookie), session.as_json(), self.sso_session_ttl_s)
+        await self.store.add_session(
+            hash_secret(cookie), session.as_json(), self.sso_session_ttl_s, subject=user.id
+        )
         return cookie, session
 
     async def session(self, cookie: str | None) -> Session | None:
@@ -128,7 +130,9 @@ class TokenService:
             session.user_id, session.username, session.permissions, session.auth_time, consents
         )
         left = max(1, session.auth_time + self.sso_session_ttl_s - int(time.time()))
-        await self.store.add_session(hash_secret(cookie), updated.as_json(), left)
+        await self.store.add_session(
+            hash_secret(cookie), updated.as_json(), left, subject=session.user_id
+        )
         return updated
 
     async def end_session(self, cookie: str | None) -> None:

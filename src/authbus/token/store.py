@@ -8,7 +8,11 @@ What it holds (values are JSON objects; secrets only ever as SHA-256 digests):
   marker that remembers the tokens issued from it (RFC 6749 §4.1.2: on reuse, revoke them);
 - refresh-token families: one key per family (alive iff it exists) plus one key per refresh
   token; rotation is one atomic step that tells a first use from a reuse;
-- SSO sessions.
+- SSO sessions;
+- a per-user index of the above (`user_grants`), so `revoke_user` ends everything a user
+  holds when the user service says the user was disabled, deleted or lost permissions.
+
+Key names come from `authbus.common._keys.TokenStoreKeys`.
 
     store = MemoryTokenStore()                        # or RedisTokenStore(redis, "ab")
     await store.add_code(code_hash, {"client_id": "app"}, ttl_s=60)
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from authbus.common._keys import token_key
+from authbus.common._keys import TokenStoreKeys
 from authbus.core.redis import AnyRedis
 
 log = logging.getLogger("authbus.token.store")
@@ -57,9 +61,15 @@ class TokenStore(Protocol):
         """Release connections."""
 
     async def add_access_token(
-        self, jti: str, info: Json, ttl_s: float, family: str | None = None
+        self,
+        jti: str,
+        info: Json,
+        ttl_s: float,
+        family: str | None = None,
+        subject: str | None = None,
     ) -> None:
-        """Record an issued access token (and tie it to a refresh family, if any)."""
+        """Record an issued access token and tie it to a refresh family, if any (a token
+        added to a family revoked meanwhile is dropped), or else to a user `subject`."""
 
     async def access_token(self, jti: str) -> Json | None:
         """The info of an active access token, or None (expired, revoked, unknown)."""
@@ -67,22 +77,30 @@ class TokenStore(Protocol):
     async def revoke_access_token(self, jti: str) -> bool:
         """Forget an access token; True if it was active."""
 
-    async def add_code(self, code_hash: str, data: Json, ttl_s: float) -> None:
-        """Store an authorization code's grant."""
+    async def add_code(
+        self, code_hash: str, data: Json, ttl_s: float, subject: str | None = None
+    ) -> None:
+        """Store an authorization code's grant (indexed under the user `subject`)."""
 
     async def redeem_code(self, code_hash: str, used_ttl_s: float) -> Json | None:
         """Atomically take a code (at most one caller ever gets it) and leave a used marker."""
 
-    async def record_code_tokens(self, code_hash: str, issued: Json) -> None:
-        """Remember what was issued from a redeemed code (on the used marker)."""
+    async def record_code_tokens(self, code_hash: str, issued: Json) -> bool:
+        """Remember what was issued from a redeemed code (on the used marker); False when
+        the code was presented again meanwhile (`mark_code_reused`): the caller must then
+        revoke what it issued. Together the two close the reuse race (RFC 6749 §4.1.2)."""
+
+    async def mark_code_reused(self, code_hash: str) -> Json | None:
+        """Flag a redeemed code as presented twice; returns what its first use issued (so it
+        can be revoked), or None when the code was never redeemed (or long ago)."""
 
     async def used_code(self, code_hash: str) -> Json | None:
         """The used marker of a redeemed code (what it issued), or None."""
 
     async def add_refresh_token(
-        self, family: str, token_hash: str, data: Json, ttl_s: float
+        self, family: str, token_hash: str, data: Json, ttl_s: float, subject: str | None = None
     ) -> None:
-        """Start a family (or extend it) with this refresh token."""
+        """Start a family (or extend it) with this refresh token (indexed under `subject`)."""
 
     async def refresh_token(self, family: str, token_hash: str) -> Json | None:
         """The record of a current (unrotated, unrevoked) refresh token, or None."""
@@ -95,14 +113,18 @@ class TokenStore(Protocol):
         new_data: Json,
         ttl_s: float,
         grace_s: float,
+        subject: str | None = None,
     ) -> Rotation:
-        """Replace `old_hash` by `new_hash` in one atomic step (see `Rotation`)."""
+        """Replace `old_hash` by `new_hash` in one atomic step (see `Rotation`); a rotated
+        family stays indexed under `subject` for its new lifetime."""
 
     async def revoke_family(self, family: str) -> list[str]:
         """Revoke a refresh family and the access tokens issued from it; returns their jtis."""
 
-    async def add_session(self, session_hash: str, data: Json, ttl_s: float) -> None:
-        """Store an SSO session."""
+    async def add_session(
+        self, session_hash: str, data: Json, ttl_s: float, subject: str | None = None
+    ) -> None:
+        """Store an SSO session (indexed under the user `subject`)."""
 
     async def session(self, session_hash: str) -> Json | None:
         """An SSO session, or None."""
@@ -110,40 +132,9 @@ class TokenStore(Protocol):
     async def delete_session(self, session_hash: str) -> None:
         """End an SSO session."""
 
-
-@dataclass(frozen=True)
-class TokenStoreKeys:
-    """Redis key names of the token store (beside `token_key`).
-
-    Keys of one refresh family share the hash tag `{rf:<family>}` and a code and its used
-    marker share `{code:<hash>}`, so each Lua script touches one Redis Cluster slot.
-    """
-
-    prefix: str
-
-    def access(self, jti: str) -> str:
-        return token_key(self.prefix, jti)
-
-    def code(self, code_hash: str) -> str:
-        return f"{self.prefix}:{{code:{code_hash}}}"
-
-    def code_used(self, code_hash: str) -> str:
-        return f"{self.prefix}:{{code:{code_hash}}}:used"
-
-    def family(self, family: str) -> str:
-        return f"{self.prefix}:{{rf:{family}}}:family"
-
-    def family_tokens(self, family: str) -> str:
-        return f"{self.prefix}:{{rf:{family}}}:jtis"
-
-    def refresh(self, family: str, token_hash: str) -> str:
-        return f"{self.prefix}:{{rf:{family}}}:rt:{token_hash}"
-
-    def refresh_rotated(self, family: str, token_hash: str) -> str:
-        return f"{self.prefix}:{{rf:{family}}}:rt:{token_hash}:rotated"
-
-    def session(self, session_hash: str) -> str:
-        return f"{self.prefix}:sso:{session_hash}"
+    async def revoke_user(self, subject: str) -> int:
+        """Revoke every refresh family, access token, SSO session and code indexed under
+        `subject`; returns how many entries were revoked (0 the second time: idempotent)."""
 
 
 def _ms(ttl_s: float) -> int:
@@ -159,6 +150,25 @@ _REDEEM_CODE = """
 local v = redis.call('GETDEL', KEYS[1])
 if not v then return false end
 redis.call('SET', KEYS[2], '{}', 'PX', ARGV[1])
+return v
+"""
+
+# KEYS: used. ARGV: issued. -1 when the code was presented again meanwhile (reused).
+_RECORD_CODE_TOKENS = """
+local v = redis.call('GET', KEYS[1])
+if not v then return 1 end
+if cjson.decode(v)['reused'] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+return 1
+"""
+
+# KEYS: used. Flags the marker and returns it as it was (what the first use issued).
+_MARK_CODE_REUSED = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local d = cjson.decode(v)
+d['reused'] = true
+redis.call('SET', KEYS[1], cjson.encode(d), 'KEEPTTL')
 return v
 """
 
@@ -181,6 +191,23 @@ return {'rotated', v}
 """
 
 
+# KEYS: user_grants. ARGV: member, expires_at_ms, now_ms. Drops entries that have expired,
+# keeps each entry's latest expiry, and lets the set itself expire with its last entry.
+_INDEX = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not old) or tonumber(old) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+"""
+
+# Entry kinds of the per-user index.
+_FAMILY, _ACCESS, _SESSION, _CODE = "f", "a", "s", "c"
+
+
 class RedisTokenStore:
     """`TokenStore` on Redis: native TTLs, Lua for the atomic steps, safe across processes."""
 
@@ -189,6 +216,18 @@ class RedisTokenStore:
         self.keys = TokenStoreKeys(prefix)
         self._redeem = redis.register_script(_REDEEM_CODE)
         self._rotate = redis.register_script(_ROTATE)
+        self._index_script = redis.register_script(_INDEX)
+        self._record_code = redis.register_script(_RECORD_CODE_TOKENS)
+        self._mark_reused = redis.register_script(_MARK_CODE_REUSED)
+
+    async def _index(self, subject: str | None, kind: str, ident: str, ttl_s: float) -> None:
+        if subject is None:
+            return
+        now_ms = int(time.time() * 1000)
+        await self._index_script(
+            keys=[self.keys.user_grants(subject)],
+            args=[f"{kind}:{ident}", now_ms + _ms(ttl_s), now_ms],
+        )
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -197,14 +236,25 @@ class RedisTokenStore:
         await self.redis.aclose()
 
     async def add_access_token(
-        self, jti: str, info: Json, ttl_s: float, family: str | None = None
+        self,
+        jti: str,
+        info: Json,
+        ttl_s: float,
+        family: str | None = None,
+        subject: str | None = None,
     ) -> None:
         await self.redis.set(self.keys.access(jti), _dump(info), px=_ms(ttl_s))
-        if family is not None:
-            fam_jtis = self.keys.family_tokens(family)
-            await self.redis.sadd(fam_jtis, jti)
-            pttl = await self.redis.pttl(self.keys.family(family))
-            await self.redis.pexpire(fam_jtis, max(int(pttl), _ms(ttl_s)))
+        if family is None:
+            await self._index(subject, _ACCESS, jti, ttl_s)
+            return
+        fam_jtis = self.keys.family_tokens(family)
+        await self.redis.sadd(fam_jtis, jti)
+        pttl = await self.redis.pttl(self.keys.family(family))
+        await self.redis.pexpire(fam_jtis, max(int(pttl), _ms(ttl_s)))
+        if pttl == -2:
+            # The family was revoked while this token was being issued (a refresh racing a
+            # revocation): `revoke_family` may have read the jtis before our SADD.
+            await self.redis.delete(self.keys.access(jti))
 
     async def access_token(self, jti: str) -> Json | None:
         return _load(await self.redis.get(self.keys.access(jti)))
@@ -212,22 +262,31 @@ class RedisTokenStore:
     async def revoke_access_token(self, jti: str) -> bool:
         return bool(await self.redis.delete(self.keys.access(jti)))
 
-    async def add_code(self, code_hash: str, data: Json, ttl_s: float) -> None:
+    async def add_code(
+        self, code_hash: str, data: Json, ttl_s: float, subject: str | None = None
+    ) -> None:
         await self.redis.set(self.keys.code(code_hash), _dump(data), px=_ms(ttl_s))
+        await self._index(subject, _CODE, code_hash, ttl_s)
 
     async def redeem_code(self, code_hash: str, used_ttl_s: float) -> Json | None:
         keys = [self.keys.code(code_hash), self.keys.code_used(code_hash)]
         return _load(await self._redeem(keys=keys, args=[_ms(used_ttl_s)]))
 
-    async def record_code_tokens(self, code_hash: str, issued: Json) -> None:
-        await self.redis.set(self.keys.code_used(code_hash), _dump(issued), xx=True, keepttl=True)
+    async def record_code_tokens(self, code_hash: str, issued: Json) -> bool:
+        keys = [self.keys.code_used(code_hash)]
+        return int(await self._record_code(keys=keys, args=[_dump(issued)])) == 1
+
+    async def mark_code_reused(self, code_hash: str) -> Json | None:
+        return _load(await self._mark_reused(keys=[self.keys.code_used(code_hash)]))
 
     async def used_code(self, code_hash: str) -> Json | None:
         return _load(await self.redis.get(self.keys.code_used(code_hash)))
 
     async def add_refresh_token(
-        self, family: str, token_hash: str, data: Json, ttl_s: float
+        self, family: str, token_hash: str, data: Json, ttl_s: float, subject: str | None = None
     ) -> None:
+        # Indexed first: a family that exists is always findable by `revoke_user`.
+        await self._index(subject, _FAMILY, family, ttl_s)
         fam = self.keys.family(family)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(fam, "1", px=_ms(ttl_s))
@@ -252,7 +311,10 @@ class RedisTokenStore:
         new_data: Json,
         ttl_s: float,
         grace_s: float,
+        subject: str | None = None,
     ) -> Rotation:
+        # Indexed for the extended lifetime before rotating (harmless if rotation fails).
+        await self._index(subject, _FAMILY, family, ttl_s)
         keys = [
             self.keys.family(family),
             self.keys.refresh(family, old_hash),
@@ -273,13 +335,16 @@ class RedisTokenStore:
             pipe.smembers(fam_jtis)
             pipe.delete(self.keys.family(family), fam_jtis)
             members, _ = await pipe.execute()
-        jtis = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        jtis = sorted(_text(m) for m in members)
         # Access-token keys live on other cluster slots: deleted one by one (idempotent).
         for jti in jtis:
             await self.redis.delete(self.keys.access(jti))
         return jtis
 
-    async def add_session(self, session_hash: str, data: Json, ttl_s: float) -> None:
+    async def add_session(
+        self, session_hash: str, data: Json, ttl_s: float, subject: str | None = None
+    ) -> None:
+        await self._index(subject, _SESSION, session_hash, ttl_s)
         await self.redis.set(self.keys.session(session_hash), _dump(data), px=_ms(ttl_s))
 
     async def session(self, session_hash: str) -> Json | None:
@@ -287,6 +352,30 @@ class RedisTokenStore:
 
     async def delete_session(self, session_hash: str) -> None:
         await self.redis.delete(self.keys.session(session_hash))
+
+    async def revoke_user(self, subject: str) -> int:
+        index = self.keys.user_grants(subject)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrange(index, 0, -1)
+            pipe.delete(index)
+            members, _ = await pipe.execute()
+        revoked = 0
+        # The entries live on other cluster slots: revoked one by one (each idempotent).
+        for member in members:
+            kind, _, ident = _text(member).partition(":")
+            if kind == _FAMILY:
+                revoked += 1 + len(await self.revoke_family(ident))
+            elif kind == _ACCESS:
+                revoked += int(await self.redis.delete(self.keys.access(ident)))
+            elif kind == _SESSION:
+                revoked += int(await self.redis.delete(self.keys.session(ident)))
+            elif kind == _CODE:
+                revoked += int(await self.redis.delete(self.keys.code(ident)))
+        return revoked
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _load(raw: bytes | str | None) -> Json | None:
@@ -337,6 +426,18 @@ class MemoryTokenStore:
         self._data.pop(key, None)
         return value
 
+    def _index(self, subject: str | None, kind: str, ident: str, ttl_s: float) -> None:
+        if subject is None:
+            return
+        key = self.keys.user_grants(subject)
+        now = self._clock()
+        entries: dict[str, float] = {
+            m: exp for m, exp in (self._get(key) or {}).items() if exp > now
+        }
+        member = f"{kind}:{ident}"
+        entries[member] = max(entries.get(member, 0.0), now + ttl_s)
+        self._set(key, entries, max(entries.values()) - now)
+
     def _sweep(self) -> None:
         # Bounded memory: every 1000 writes, drop the entries that have expired.
         self._writes += 1
@@ -353,16 +454,26 @@ class MemoryTokenStore:
         self._data.clear()
 
     async def add_access_token(
-        self, jti: str, info: Json, ttl_s: float, family: str | None = None
+        self,
+        jti: str,
+        info: Json,
+        ttl_s: float,
+        family: str | None = None,
+        subject: str | None = None,
     ) -> None:
         self._sweep()
+        if family is None:
+            self._set(self.keys.access(jti), dict(info), ttl_s)
+            self._index(subject, _ACCESS, jti, ttl_s)
+            return
+        if self._get(self.keys.family(family)) is None:
+            return  # the family was revoked while this token was being issued
         self._set(self.keys.access(jti), dict(info), ttl_s)
-        if family is not None:
-            key = self.keys.family_tokens(family)
-            jtis: set[str] = self._get(key) or set()
-            jtis.add(jti)
-            ttl = max(self._ttl(self.keys.family(family)), ttl_s)
-            self._set(key, jtis, ttl)
+        key = self.keys.family_tokens(family)
+        jtis: set[str] = self._get(key) or set()
+        jtis.add(jti)
+        ttl = max(self._ttl(self.keys.family(family)), ttl_s)
+        self._set(key, jtis, ttl)
 
     async def access_token(self, jti: str) -> Json | None:
         value = self._get(self.keys.access(jti))
@@ -371,9 +482,12 @@ class MemoryTokenStore:
     async def revoke_access_token(self, jti: str) -> bool:
         return self._pop(self.keys.access(jti)) is not None
 
-    async def add_code(self, code_hash: str, data: Json, ttl_s: float) -> None:
+    async def add_code(
+        self, code_hash: str, data: Json, ttl_s: float, subject: str | None = None
+    ) -> None:
         self._sweep()
         self._set(self.keys.code(code_hash), dict(data), ttl_s)
+        self._index(subject, _CODE, code_hash, ttl_s)
 
     async def redeem_code(self, code_hash: str, used_ttl_s: float) -> Json | None:
         value = self._pop(self.keys.code(code_hash))
@@ -382,19 +496,33 @@ class MemoryTokenStore:
         self._set(self.keys.code_used(code_hash), {}, used_ttl_s)
         return dict(value)
 
-    async def record_code_tokens(self, code_hash: str, issued: Json) -> None:
+    async def record_code_tokens(self, code_hash: str, issued: Json) -> bool:
         key = self.keys.code_used(code_hash)
-        if self._get(key) is not None:
-            self._set(key, dict(issued), self._ttl(key))
+        marker = self._get(key)
+        if marker is None:
+            return True
+        if marker.get("reused"):
+            return False
+        self._set(key, dict(issued), self._ttl(key))
+        return True
+
+    async def mark_code_reused(self, code_hash: str) -> Json | None:
+        key = self.keys.code_used(code_hash)
+        marker = self._get(key)
+        if marker is None:
+            return None
+        self._set(key, {**marker, "reused": True}, self._ttl(key))
+        return dict(marker)
 
     async def used_code(self, code_hash: str) -> Json | None:
         value = self._get(self.keys.code_used(code_hash))
         return dict(value) if value is not None else None
 
     async def add_refresh_token(
-        self, family: str, token_hash: str, data: Json, ttl_s: float
+        self, family: str, token_hash: str, data: Json, ttl_s: float, subject: str | None = None
     ) -> None:
         self._sweep()
+        self._index(subject, _FAMILY, family, ttl_s)
         self._set(self.keys.family(family), True, ttl_s)
         self._set(self.keys.refresh(family, token_hash), dict(data), ttl_s)
 
@@ -414,6 +542,7 @@ class MemoryTokenStore:
         new_data: Json,
         ttl_s: float,
         grace_s: float,
+        subject: str | None = None,
     ) -> Rotation:
         fam = self.keys.family(family)
         if self._get(fam) is None:
@@ -431,6 +560,7 @@ class MemoryTokenStore:
         self._set(self.keys.refresh(family, new_hash), dict(new_data), ttl_s)
         if self._ttl(fam) < ttl_s:
             self._set(fam, True, ttl_s)
+        self._index(subject, _FAMILY, family, ttl_s)
         return Rotation("rotated", dict(old))
 
     async def revoke_family(self, family: str) -> list[str]:
@@ -440,9 +570,12 @@ class MemoryTokenStore:
             self._pop(self.keys.access(jti))
         return sorted(jtis)
 
-    async def add_session(self, session_hash: str, data: Json, ttl_s: float) -> None:
+    async def add_session(
+        self, session_hash: str, data: Json, ttl_s: float, subject: str | None = None
+    ) -> None:
         self._sweep()
         self._set(self.keys.session(session_hash), dict(data), ttl_s)
+        self._index(subject, _SESSION, session_hash, ttl_s)
 
     async def session(self, session_hash: str) -> Json | None:
         value = self._get(self.keys.session(session_hash))
@@ -450,3 +583,18 @@ class MemoryTokenStore:
 
     async def delete_session(self, session_hash: str) -> None:
         self._pop(self.keys.session(session_hash))
+
+    async def revoke_user(self, subject: str) -> int:
+        entries: dict[str, float] = self._pop(self.keys.user_grants(subject)) or {}
+        revoked = 0
+        for member in entries:
+            kind, _, ident = member.partition(":")
+            if kind == _FAMILY:
+                revoked += 1 + len(await self.revoke_family(ident))
+            elif kind == _ACCESS:
+                revoked += self._pop(self.keys.access(ident)) is not None
+            elif kind == _SESSION:
+                revoked += self._pop(self.keys.session(ident)) is not None
+            elif kind == _CODE:
+                revoked += self._pop(self.keys.code(ident)) is not None
+        return revoked

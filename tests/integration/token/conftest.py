@@ -180,12 +180,20 @@ def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
     )
 
 
-async def start_env(settings: Settings, users: FakeUserService) -> AsyncIterator[Env]:
+async def start_env(
+    settings: Settings, users: FakeUserService, *, clients: bool = True, **app_options: Any
+) -> AsyncIterator[Env]:
+    """Run the app (migrations first); `clients=False` for a second replica of one DB."""
     await upgrade_async(settings.database_url("token"), "token")
-    app = create_app(settings, user_transport=httpx.MockTransport(users.handle))
+    app = create_app(settings, user_transport=httpx.MockTransport(users.handle), **app_options)
     async with app.router.lifespan_context(app):
         svc: TokenService = app.state.token
         secrets: dict[str, str] = {}
+        if not clients:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as http:
+                yield Env(app, http, users, secrets, settings)
+            return
         specs = [
             ClientSpec(
                 "web",

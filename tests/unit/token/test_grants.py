@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,7 +23,7 @@ from authbus.token.errors import (
     UnsupportedGrantType,
 )
 from authbus.token.grants import AuthorizationServer, RedirectError
-from authbus.token.issuer import TokenIssuer
+from authbus.token.issuer import IssuedGrant, TokenIssuer
 from authbus.token.pkce import s256_challenge
 
 from .conftest import ISSUER, SECRET, DictClients
@@ -268,6 +269,36 @@ async def test_reused_code_revokes_tokens_from_first_use(
         await server.token_request(client, form)
     assert (await issuer.introspect(first["access_token"]))["active"] is False
     assert (await issuer.introspect(first["refresh_token"]))["active"] is False
+
+
+async def test_code_reused_while_first_tokens_are_issued_revokes_them(
+    server: AuthorizationServer, issuer: TokenIssuer
+) -> None:
+    code, params = await code_for(server)
+    client = await server.authenticate_client(basic("web", SECRET), {})
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": params["redirect_uri"],
+        "code_verifier": VERIFIER,
+    }
+    issue, issued = issuer.issue, []
+
+    async def issue_while_reused(*args: Any, **kwargs: Any) -> IssuedGrant:
+        # The attacker's copy of the code arrives between redemption and the recording of
+        # what the first use issued: the window the used marker's flag closes.
+        with pytest.raises(InvalidGrant, match="already used"):
+            await server.token_request(client, form)
+        grant = await issue(*args, **kwargs)
+        issued.append(grant)
+        return grant
+
+    issuer.issue = issue_while_reused  # type: ignore[method-assign]
+    with pytest.raises(InvalidGrant, match="already used"):
+        await server.token_request(client, form)
+    [grant] = issued
+    assert (await issuer.introspect(grant.access_token))["active"] is False
+    assert (await issuer.introspect(str(grant.refresh_token)))["active"] is False
 
 
 # --- client authentication -------------------------------------------------------------
