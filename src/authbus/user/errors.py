@@ -146,3 +146,15 @@ class InvalidEmail(ValidationFailed):
     """The email address is not plausible."""
 
     code = "invalid_email"
+
+
+class InvalidPasswordHash(ValidationFailed):
+    """An imported password hash is not a bcrypt or argon2id hash this service can verify."""
+
+    code = "invalid_password_hash"
+
+
+class InvalidImportFile(ValidationFailed):
+    """A user import file cannot be read (format, encoding, missing columns)."""
+
+    code = "invalid_import_file"

@@ -62,6 +62,18 @@ class InMemoryUserRepository:
         self.users[user.id] = user
         self._record(audit)
 
+    async def add_users(self, users: Sequence[tuple[User, AuditEntry | None]]) -> None:
+        self._check()
+        names: set[str] = set()
+        for u, _ in users:
+            if u.username_normalized in names or await self.find_user(u.username) is not None:
+                raise UsernameTaken(u.username)
+            names.add(u.username_normalized)
+            self._require_roles(u.roles)
+        for u, audit in users:
+            self.users[u.id] = u
+            self._record(audit)
+
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         self._check()
         return self.users.get(user_id)
@@ -70,6 +82,10 @@ class InMemoryUserRepository:
         self._check()
         wanted = normalize_username(username)
         return next((u for u in self.users.values() if u.username_normalized == wanted), None)
+
+    async def find_password_hash(self, username: str) -> tuple[uuid.UUID, str] | None:
+        user = await self.find_user(username)
+        return None if user is None else (user.id, user.password_hash)
 
     async def list_users(self, *, where: UserFilter, after: str | None, limit: int) -> list[User]:
         self._check()

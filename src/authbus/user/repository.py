@@ -32,11 +32,21 @@ class UserRepository(Protocol):
     async def add_user(self, user: User, *, audit: AuditEntry | None = None) -> None:
         """Store a new user; `UsernameTaken` on a case-insensitive clash, `RoleNotFound`."""
 
+    async def add_users(self, users: Sequence[tuple[User, AuditEntry | None]]) -> None:
+        """Store several new users in one transaction: all of them, or none (`add_user`'s
+        errors, for the first user that fails)."""
+
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         """The user with this id, or None."""
 
     async def find_user(self, username: str) -> User | None:
         """The user with this username, compared case-insensitively, or None."""
+
+    async def find_password_hash(self, username: str) -> tuple[uuid.UUID, str] | None:
+        """(id, password hash) of the user with this username, or None.
+
+        One lookup whether or not the user exists, so a login's time does not tell.
+        """
 
     async def list_users(self, *, where: UserFilter, after: str | None, limit: int) -> list[User]:
         """Up to `limit` users ordered by normalized username, those after `after` only."""

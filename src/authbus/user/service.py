@@ -12,22 +12,27 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from authbus.core.errors import AuthbusError, DependencyUnavailable, ValidationFailed
 from authbus.user.domain import AuditEntry, Role, User, UserChanges, UserFilter, utcnow
 from authbus.user.errors import (
     IncorrectPassword,
     InsufficientRights,
     InvalidCredentials,
     InvalidCursor,
+    InvalidPasswordHash,
     RoleNotFound,
     TooManyAttempts,
     UserDisabled,
+    UsernameTaken,
     UserNotFound,
+    WeakPassword,
 )
+from authbus.user.importing import ImportRecord, ImportReport, check_password_hash
 from authbus.user.passwords import PasswordHasher
 from authbus.user.policy import (
     check_email,
@@ -147,6 +152,13 @@ class UserService:
         """The user with this id, or `UserNotFound`."""
         return await self.profile(await self._require_user(user_id))
 
+    async def find_user(self, username: str) -> UserProfile:
+        """The user with this username (any letter case), or `UserNotFound`."""
+        user = await self.repository.find_user(username)
+        if user is None:
+            raise UserNotFound(f"no user named {username!r}")
+        return await self.profile(user)
+
     async def list_users(
         self, *, where: UserFilter | None = None, cursor: str | None = None, limit: int = 50
     ) -> UserPage:
@@ -223,6 +235,26 @@ class UserService:
             UserChanges(updated_at=self._clock(), permissions=perms),
             self._audit(actor, "user.permissions_set", str(user_id), permissions=sorted(perms)),
         )
+
+    async def grant_permissions(
+        self, user_id: uuid.UUID, permissions: Iterable[str], *, actor: str
+    ) -> UserProfile:
+        """Add direct permissions to those the user holds."""
+        perms = check_permissions(frozenset(permissions))
+        user = await self._require_user(user_id)
+        if perms <= user.permissions:
+            return await self.profile(user)
+        return await self.set_permissions(user_id, user.permissions | perms, actor=actor)
+
+    async def revoke_permissions(
+        self, user_id: uuid.UUID, permissions: Iterable[str], *, actor: str
+    ) -> UserProfile:
+        """Remove direct permissions (those held through a role stay with the role)."""
+        perms = frozenset(permissions)
+        user = await self._require_user(user_id)
+        if not perms & user.permissions:
+            return await self.profile(user)
+        return await self.set_permissions(user_id, user.permissions - perms, actor=actor)
 
     async def set_roles(
         self, user_id: uuid.UUID, roles: Iterable[str], *, actor: str
@@ -302,7 +334,7 @@ class UserService:
         if wait := self.throttle.begin(user.username, client_address):
             raise TooManyAttempts(wait)
         try:
-            ok, _ = await self.hasher.verify(current_password, user.password_hash)
+            ok, upgraded = await self.hasher.verify(current_password, user.password_hash)
         except BaseException:
             self.throttle.abandon(user.username, client_address)
             raise
@@ -310,13 +342,110 @@ class UserService:
             self.throttle.record_failure(user.username, client_address)
             raise IncorrectPassword()
         self.throttle.record_success(user.username, client_address)
-        check_password(new_password, username=user.username)
+        try:
+            check_password(new_password, username=user.username)
+        except WeakPassword:
+            if upgraded is not None:
+                # The new password was refused, but the current one was right: upgrade its
+                # old hash (bcrypt, older argon2 parameters) as a login would.
+                await self.repository.update_user(
+                    user_id, UserChanges(updated_at=user.updated_at, password_hash=upgraded)
+                )
+            raise
         await self._update(
             user_id,
             UserChanges(
                 updated_at=self._clock(), password_hash=await self.hasher.hash(new_password)
             ),
             self._audit(str(user_id), "user.password_changed", str(user_id)),
+        )
+
+    async def import_users(
+        self, records: Sequence[ImportRecord], *, actor: str, strict: bool = False
+    ) -> ImportReport:
+        """Create users with the password hashes they had elsewhere (bcrypt or argon2id).
+
+        Users whose name exists already are skipped (so an import can be re-run). A row that
+        fails its checks is reported and the others are imported; with `strict`, any failed
+        row means nothing is written, and the rest is written in one transaction.
+        """
+        report = ImportReport()
+        ready: list[tuple[ImportRecord, User]] = []
+        seen: dict[str, int] = {}
+        known_roles = {
+            r.name for r in await self.repository.get_roles({n for r in records for n in r.roles})
+        }
+        now = self._clock()
+        for record in records:
+            try:
+                user = self._imported_user(record, known_roles, now)
+            except AuthbusError as exc:
+                report.failed.append((record.row, record.username, exc.message))
+                continue
+            if (first := seen.get(user.username_normalized)) is not None:
+                report.failed.append((record.row, record.username, f"username repeats row {first}"))
+                continue
+            seen[user.username_normalized] = record.row
+            if await self.repository.find_user(user.username) is not None:
+                report.skipped.append((record.row, record.username, "exists already"))
+                continue
+            ready.append((record, user))
+        if strict:
+            if report.failed:
+                report.aborted = True
+                return report
+            await self.repository.add_users([(u, self._import_audit(actor, u)) for _, u in ready])
+            report.created.extend((r.row, r.username) for r, _ in ready)
+        else:
+            for record, user in ready:
+                try:
+                    await self.repository.add_user(user, audit=self._import_audit(actor, user))
+                except UsernameTaken:
+                    # Created by someone else since the check above.
+                    report.skipped.append((record.row, record.username, "exists already"))
+                    continue
+                except DependencyUnavailable:
+                    raise
+                except AuthbusError as exc:
+                    report.failed.append((record.row, record.username, exc.message))
+                    continue
+                report.created.append((record.row, record.username))
+        if report.created:
+            self._changed()
+        return report
+
+    @staticmethod
+    def _imported_user(record: ImportRecord, known_roles: set[str], now: datetime) -> User:
+        if record.error is not None:
+            raise ValidationFailed(record.error)
+        if not record.password_hash:
+            raise InvalidPasswordHash("password_hash: missing")
+        check_username(record.username)
+        if record.email is not None:
+            check_email(record.email)
+        perms = check_permissions(record.permissions)
+        if missing := record.roles - known_roles:
+            raise RoleNotFound(missing)
+        user = User.new(
+            record.username,
+            check_password_hash(record.password_hash),
+            now=now,
+            email=record.email,
+            permissions=perms,
+            roles=record.roles,
+        )
+        return replace(user, disabled=record.disabled)
+
+    def _import_audit(self, actor: str, user: User) -> AuditEntry:
+        return self._audit(
+            actor,
+            "user.created",
+            str(user.id),
+            username=user.username,
+            permissions=sorted(user.permissions),
+            roles=sorted(user.roles),
+            disabled=user.disabled,
+            imported=True,
         )
 
     # -- credentials ---------------------------------------------------------------------
@@ -371,13 +500,19 @@ class UserService:
     async def _check_password(
         self, username: str, password: str
     ) -> tuple[User | None, bool, str | None]:
-        user = await self.repository.find_user(username)
-        if user is None:
+        # Only the hash is read before the verdict: loading the whole user (its permissions
+        # and roles) for known names only would make unknown names measurably faster.
+        found = await self.repository.find_password_hash(username)
+        if found is None:
             # Same work as a real check, so the time does not reveal unknown usernames.
             await self.hasher.verify_dummy(password)
             return None, False, None
-        ok, new_hash = await self.hasher.verify(password, user.password_hash)
-        return user, ok, new_hash
+        user_id, stored = found
+        ok, new_hash = await self.hasher.verify(password, stored)
+        if not ok:
+            return None, False, None
+        # Deleted in the meantime: as good as unknown.
+        return await self.repository.get_user(user_id), True, new_hash
 
     # -- roles ---------------------------------------------------------------------------
 

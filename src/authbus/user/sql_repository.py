@@ -72,34 +72,42 @@ class SqlUserRepository:
     # -- users ---------------------------------------------------------------------------
 
     async def add_user(self, user: User, *, audit: AuditEntry | None = None) -> None:
+        await self.add_users([(user, audit)])
+
+    async def add_users(self, users: Sequence[tuple[User, AuditEntry | None]]) -> None:
         try:
             async with self._tx() as s:
-                await self._require_roles(s, user.roles)
-                s.add(
-                    UserRow(
-                        id=user.id,
-                        username=user.username,
-                        username_normalized=user.username_normalized,
-                        email=user.email,
-                        password_hash=user.password_hash,
-                        disabled=user.disabled,
-                        created_at=user.created_at,
-                        updated_at=user.updated_at,
-                        last_login_at=user.last_login_at,
+                await self._require_roles(s, {r for u, _ in users for r in u.roles})
+                for user, audit in users:
+                    s.add(
+                        UserRow(
+                            id=user.id,
+                            username=user.username,
+                            username_normalized=user.username_normalized,
+                            email=user.email,
+                            password_hash=user.password_hash,
+                            disabled=user.disabled,
+                            created_at=user.created_at,
+                            updated_at=user.updated_at,
+                            last_login_at=user.last_login_at,
+                        )
                     )
-                )
-                # Flush the user first: the link rows reference it by foreign key.
+                    self._add_audit(s, audit)
+                # Flush the users first: the link rows reference them by foreign key.
                 await s.flush()
-                s.add_all(
-                    UserPermissionRow(user_id=user.id, permission=p) for p in user.permissions
-                )
-                s.add_all(UserRoleRow(user_id=user.id, role_name=r) for r in user.roles)
-                self._add_audit(s, audit)
+                for user, _ in users:
+                    s.add_all(
+                        UserPermissionRow(user_id=user.id, permission=p) for p in user.permissions
+                    )
+                    s.add_all(UserRoleRow(user_id=user.id, role_name=r) for r in user.roles)
         except IntegrityError as exc:
-            if await self.find_user(user.username) is not None:
-                raise UsernameTaken(user.username) from exc
+            seen: set[str] = set()
+            for user, _ in users:
+                if user.username_normalized in seen or await self.find_user(user.username):
+                    raise UsernameTaken(user.username) from exc
+                seen.add(user.username_normalized)
             # The only other constraint: a role deleted between our check and the insert.
-            raise RoleNotFound(user.roles) from exc
+            raise RoleNotFound({r for u, _ in users for r in u.roles}) from exc
 
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         async with self._tx() as s:
@@ -116,6 +124,17 @@ class SqlUserRepository:
             if row is None:
                 return None
             return (await self._load(s, [row]))[0]
+
+    async def find_password_hash(self, username: str) -> tuple[uuid.UUID, str] | None:
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    select(UserRow.id, UserRow.password_hash).where(
+                        UserRow.username_normalized == normalize_username(username)
+                    )
+                )
+            ).first()
+            return None if row is None else (row[0], row[1])
 
     async def list_users(self, *, where: UserFilter, after: str | None, limit: int) -> list[User]:
         query = select(UserRow).order_by(UserRow.username_normalized).limit(limit)
