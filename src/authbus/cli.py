@@ -1,4 +1,4 @@
-"""The `authbus` command: up, serve, migrate, bootstrap, demo, config.
+"""The `authbus` command: up, serve, migrate, bootstrap, demo, config, user, client, keys.
 
 authbus up                  # the whole stack on this machine, in the foreground
 authbus serve token         # one service (what containers run)
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from authbus.core.settings import SERVICE_NAMES, Settings
+from authbus.token.cli import client_app, keys_app
+from authbus.user.cli import user_app as user_commands
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -26,6 +28,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+cli.add_typer(user_commands, name="user")
+cli.add_typer(client_app, name="client")
+cli.add_typer(keys_app, name="keys")
 
 
 class Service(enum.StrEnum):
