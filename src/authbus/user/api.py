@@ -14,7 +14,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from authbus.common.security import Caller, requires
 from authbus.core.errors import AuthbusError, Forbidden
 from authbus.user.domain import UserFilter
-from authbus.user.errors import UserDisabled, UserNotFound
+from authbus.user.errors import (
+    InsufficientRights,
+    InvalidCredentials,
+    TooManyAttempts,
+    UserDisabled,
+    UserNotFound,
+)
 from authbus.user.schemas import (
     AuditOut,
     AuditPage,
@@ -37,6 +43,15 @@ from authbus.user.service import UserService
 
 ADMIN = "users:admin"
 VERIFY = "users:verify"
+
+# The `outcome` label of `authbus_user_logins_total`, by the error that ended the login.
+LOGIN_OUTCOMES = ("ok", "invalid_credentials", "insufficient_rights", "disabled", "throttled")
+_OUTCOME_OF: dict[type[AuthbusError], str] = {
+    InvalidCredentials: "invalid_credentials",
+    InsufficientRights: "insufficient_rights",
+    UserDisabled: "disabled",
+    TooManyAttempts: "throttled",
+}
 
 router = APIRouter()
 
@@ -203,15 +218,17 @@ async def verify_credentials(
     service: Service,
 ) -> VerifyResponse:
     """Check a username, password and requested scopes (the token service, at login)."""
-    checks = request.app.state.credential_checks
+    logins = request.app.state.login_outcomes
     try:
         profile = await service.verify_credentials(
             body.username, body.password, body.scopes, body.client_address
         )
     except AuthbusError as exc:
-        checks.labels(exc.code).inc()
+        # Not a verdict (database down: 503) is no login outcome; it shows in the HTTP figures.
+        if (outcome := _OUTCOME_OF.get(type(exc))) is not None:
+            logins.labels(outcome).inc()
         raise
-    checks.labels("ok").inc()
+    logins.labels("ok").inc()
     return VerifyResponse(user=UserOut.of(profile))
 
 

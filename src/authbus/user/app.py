@@ -25,7 +25,7 @@ from authbus.core.credentials import service_client_secret
 from authbus.core.db import create_engine, create_sessionmaker
 from authbus.core.redis import create_redis
 from authbus.core.settings import Settings
-from authbus.user.api import router
+from authbus.user.api import LOGIN_OUTCOMES, router
 from authbus.user.outbox import EventServicePublisher, OutboxRelay, Publish
 from authbus.user.passwords import PasswordHasher
 from authbus.user.repository import UserRepository
@@ -94,9 +94,15 @@ def create_app(
         lifespan=lifespan,
         description="Accounts, password checks, permissions and roles.",
     )
-    app.state.credential_checks = app.state.metrics.counter(
-        "authbus_user_credential_checks", "Credential verifications by outcome", ["outcome"]
+    logins = app.state.metrics.counter(
+        "authbus_user_logins",
+        "Credential verifications (logins) by outcome: " + ", ".join(LOGIN_OUTCOMES),
+        ["outcome"],
     )
+    for outcome in LOGIN_OUTCOMES:
+        # Every outcome is exported from the start, at 0, so rates and alerts have a series.
+        logins.labels(outcome)
+    app.state.login_outcomes = logins
     app.include_router(router)
     return app
 

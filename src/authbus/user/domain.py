@@ -83,6 +83,18 @@ class UserChanges:
     permissions: frozenset[str] | None = None
     roles: frozenset[str] | None = None
 
+    @property
+    def announced(self) -> bool:
+        """Whether other services may see the change (all but the login time stamp)."""
+        return (
+            self.email is not None
+            or self.clear_email
+            or self.disabled is not None
+            or self.password_hash is not None
+            or self.permissions is not None
+            or self.roles is not None
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Role:
@@ -138,18 +150,128 @@ class OutboxEvent:
     attempts: int = 0
 
 
-def event_of(audit: AuditEntry) -> dict[str, Any]:
-    """The event announcing an audited change (every audited change is one).
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """A user as other services see it: the stored user and its effective permissions."""
 
-    >>> event_of(AuditEntry(at=utcnow(), actor="admin", action="user.deleted",
-    ...                     target_type="user", target_id="42"))["type"]
-    'user.deleted'
+    user: User
+    effective_permissions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """An event for other services, written to the outbox with the change it announces."""
+
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    data: dict[str, Any]
+    channel: str = USERS_CHANNEL
+
+
+# What the user service publishes on `users` (README: "Events").
+USER_CREATED = "user.created"
+USER_UPDATED = "user.updated"
+USER_DISABLED = "user.disabled"
+USER_ENABLED = "user.enabled"
+USER_DELETED = "user.deleted"
+USER_PERMISSIONS_CHANGED = "user.permissions_changed"
+ROLE_CREATED = "role.created"
+ROLE_UPDATED = "role.updated"
+ROLE_DELETED = "role.deleted"
+
+
+def _user_event(type: str, user: User, actor: str, **data: Any) -> DomainEvent:
+    return DomainEvent(
+        type=type,
+        aggregate_type="user",
+        aggregate_id=str(user.id),
+        data={"id": str(user.id), "username": user.username, **data, "actor": actor},
+    )
+
+
+def user_events(
+    before: UserState | None, after: UserState | None, *, actor: str
+) -> list[DomainEvent]:
+    """The events announcing that a user went from `before` to `after` (None: absent).
+
+    Facts, not commands: one event per kind of change, none when nothing others can see
+    changed (a login's re-hash, `updated_at`). `user.permissions_changed` is emitted when
+    the effective permissions change, whether directly, through the user's roles or
+    through a change of one of those roles; it carries the whole new set.
+
+    >>> t = utcnow()
+    >>> u = User.new("alice", "h", now=t)
+    >>> [e.type for e in user_events(None, UserState(u, frozenset()), actor="admin")]
+    ['user.created']
+    >>> from dataclasses import replace
+    >>> off = UserState(replace(u, disabled=True), frozenset())
+    >>> [e.type for e in user_events(UserState(u, frozenset()), off, actor="admin")]
+    ['user.disabled']
     """
-    key = "id" if audit.target_type == "user" else "name"
-    return {
-        "channel": USERS_CHANNEL,
-        "type": audit.action,
-        "aggregate_type": audit.target_type,
-        "aggregate_id": audit.target_id,
-        "data": {key: audit.target_id, "actor": audit.actor, **audit.details},
-    }
+    if after is None:
+        if before is None:
+            return []
+        return [_user_event(USER_DELETED, before.user, actor)]
+    new = after.user
+    if before is None:
+        return [
+            _user_event(
+                USER_CREATED,
+                new,
+                actor,
+                email=new.email,
+                disabled=new.disabled,
+                permissions=sorted(after.effective_permissions),
+                roles=sorted(new.roles),
+            )
+        ]
+    old = before.user
+    events = []
+    changed = []
+    if old.email != new.email:
+        changed.append("email")
+    if old.password_hash != new.password_hash:
+        changed.append("password")
+    if changed:
+        events.append(_user_event(USER_UPDATED, new, actor, email=new.email, changed=changed))
+    if old.disabled != new.disabled:
+        events.append(_user_event(USER_DISABLED if new.disabled else USER_ENABLED, new, actor))
+    if before.effective_permissions != after.effective_permissions:
+        events.append(
+            _user_event(
+                USER_PERMISSIONS_CHANGED,
+                new,
+                actor,
+                permissions=sorted(after.effective_permissions),
+                added=sorted(after.effective_permissions - before.effective_permissions),
+                removed=sorted(before.effective_permissions - after.effective_permissions),
+                roles=sorted(new.roles),
+            )
+        )
+    return events
+
+
+def role_event(type: str, role: Role, *, actor: str) -> DomainEvent:
+    """`role.created`, `role.updated` or `role.deleted` for `role` (its state after, or
+    before a deletion). Members' own `user.permissions_changed` events go with it."""
+    data: dict[str, Any] = {"name": role.name}
+    if type != ROLE_DELETED:
+        data |= {"description": role.description, "permissions": sorted(role.permissions)}
+    return DomainEvent(
+        type=type,
+        aggregate_type="role",
+        aggregate_id=role.name,
+        data={**data, "actor": actor},
+    )
+
+
+def members_events(
+    before: dict[uuid.UUID, UserState], after: dict[uuid.UUID, UserState], *, actor: str
+) -> list[DomainEvent]:
+    """`user_events` of every member a role change touched, ordered by username."""
+    events: list[DomainEvent] = []
+    for user_id in sorted(before, key=lambda i: before[i].user.username_normalized):
+        if user_id in after:
+            events.extend(user_events(before[user_id], after[user_id], actor=actor))
+    return events

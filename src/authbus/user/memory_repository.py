@@ -9,14 +9,21 @@ from datetime import datetime
 
 from authbus.core.errors import DependencyUnavailable
 from authbus.user.domain import (
+    ROLE_CREATED,
+    ROLE_DELETED,
+    ROLE_UPDATED,
     AuditEntry,
+    DomainEvent,
     OutboxEvent,
     Role,
     User,
     UserChanges,
     UserFilter,
-    event_of,
+    UserState,
+    members_events,
     normalize_username,
+    role_event,
+    user_events,
 )
 from authbus.user.errors import RoleExists, RoleNotFound, UsernameTaken
 
@@ -38,17 +45,31 @@ class InMemoryUserRepository:
         if not self.available:
             raise DependencyUnavailable("the user database is unavailable")
 
-    def _record(self, audit: AuditEntry | None) -> None:
-        if audit is not None:
-            self.audit.append(replace(audit, id=len(self.audit) + 1))
+    def _record(self, audit: AuditEntry, events: list[DomainEvent]) -> None:
+        self.audit.append(replace(audit, id=len(self.audit) + 1))
+        for e in events:
             self.outbox.append(
                 OutboxEvent(
-                    id=len(self.outbox) + 1,
+                    id=max((o.id for o in self.outbox), default=0) + 1,
                     event_id=uuid.uuid4(),
+                    channel=e.channel,
+                    type=e.type,
+                    aggregate_type=e.aggregate_type,
+                    aggregate_id=e.aggregate_id,
+                    data=e.data,
                     created_at=audit.at,
-                    **event_of(audit),
                 )
             )
+
+    def _state(self, user: User) -> UserState:
+        perms = [self.roles[r].permissions for r in user.roles if r in self.roles]
+        return UserState(user, user.permissions.union(*perms))
+
+    def _states(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, UserState]:
+        return {i: self._state(self.users[i]) for i in ids if i in self.users}
+
+    def _members(self, role_name: str) -> list[uuid.UUID]:
+        return [u.id for u in self.users.values() if role_name in u.roles]
 
     def _require_roles(self, names: Iterable[str]) -> None:
         if missing := set(names) - self.roles.keys():
@@ -60,7 +81,8 @@ class InMemoryUserRepository:
             raise UsernameTaken(user.username)
         self._require_roles(user.roles)
         self.users[user.id] = user
-        self._record(audit)
+        if audit is not None:
+            self._record(audit, user_events(None, self._state(user), actor=audit.actor))
 
     async def add_users(self, users: Sequence[tuple[User, AuditEntry | None]]) -> None:
         self._check()
@@ -72,7 +94,8 @@ class InMemoryUserRepository:
             self._require_roles(u.roles)
         for u, audit in users:
             self.users[u.id] = u
-            self._record(audit)
+            if audit is not None:
+                self._record(audit, user_events(None, self._state(u), actor=audit.actor))
 
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         self._check()
@@ -127,6 +150,7 @@ class InMemoryUserRepository:
             return None
         if changes.roles is not None:
             self._require_roles(changes.roles)
+        before = self._state(user)
         email = None if changes.clear_email else (changes.email or user.email)
         user = replace(
             user,
@@ -139,14 +163,21 @@ class InMemoryUserRepository:
             roles=user.roles if changes.roles is None else changes.roles,
         )
         self.users[user_id] = user
-        self._record(audit)
+        if audit is not None:
+            announced = changes.announced
+            self._record(
+                audit,
+                user_events(before, self._state(user), actor=audit.actor) if announced else [],
+            )
         return user
 
     async def delete_user(self, user_id: uuid.UUID, *, audit: AuditEntry | None = None) -> bool:
         self._check()
-        if self.users.pop(user_id, None) is None:
+        user = self.users.pop(user_id, None)
+        if user is None:
             return False
-        self._record(audit)
+        if audit is not None:
+            self._record(audit, user_events(self._state(user), None, actor=audit.actor))
         return True
 
     async def add_role(self, role: Role, *, audit: AuditEntry | None = None) -> None:
@@ -154,7 +185,8 @@ class InMemoryUserRepository:
         if role.name in self.roles:
             raise RoleExists(role.name)
         self.roles[role.name] = role
-        self._record(audit)
+        if audit is not None:
+            self._record(audit, [role_event(ROLE_CREATED, role, actor=audit.actor)])
 
     async def get_roles(self, names: Iterable[str]) -> list[Role]:
         self._check()
@@ -169,18 +201,37 @@ class InMemoryUserRepository:
         old = self.roles.get(role.name)
         if old is None:
             return False
+        members = self._members(role.name)
+        before = self._states(members)
         self.roles[role.name] = replace(role, created_at=old.created_at)
-        self._record(audit)
+        if audit is not None:
+            self._record(
+                audit,
+                [
+                    role_event(ROLE_UPDATED, self.roles[role.name], actor=audit.actor),
+                    *members_events(before, self._states(members), actor=audit.actor),
+                ],
+            )
         return True
 
     async def delete_role(self, name: str, *, audit: AuditEntry | None = None) -> bool:
         self._check()
-        if self.roles.pop(name, None) is None:
+        members = self._members(name)
+        before = self._states(members)
+        role = self.roles.pop(name, None)
+        if role is None:
             return False
-        for uid, u in list(self.users.items()):
-            if name in u.roles:
-                self.users[uid] = replace(u, roles=u.roles - {name})
-        self._record(audit)
+        for uid in members:
+            u = self.users[uid]
+            self.users[uid] = replace(u, roles=u.roles - {name})
+        if audit is not None:
+            self._record(
+                audit,
+                [
+                    role_event(ROLE_DELETED, role, actor=audit.actor),
+                    *members_events(before, self._states(members), actor=audit.actor),
+                ],
+            )
         return True
 
     async def list_audit(
@@ -194,6 +245,10 @@ class InMemoryUserRepository:
             and (target_id is None or a.target_id == target_id)
         ]
         return entries[:limit]
+
+    async def add_audit(self, audit: AuditEntry) -> None:
+        self._check()
+        self._record(audit, [])
 
     async def ping(self) -> None:
         self._check()

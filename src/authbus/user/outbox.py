@@ -1,6 +1,6 @@
 """Relay of the transactional outbox to the event service (channel `users`).
 
-Every audited change writes its event into the `outbox` table in the same transaction
+Every audited change writes its domain events into the `outbox` table in the same transaction
 (see `repository`), so no change is lost between the database and the event service. This
 relay publishes pending events in order, marks them published, and retries with backoff
 while the event service is down. Each publish carries the outbox row's `event_id` as

@@ -4,9 +4,11 @@ Two implementations pass the same contract suite
 (tests/integration/user/test_repository_contract.py): `SqlUserRepository` (SQLite and
 Postgres, `authbus.user.sql_repository`) and `InMemoryUserRepository` (the fake for unit
 tests, `authbus.user.memory_repository`). Every audited write commits in one transaction
-with its audit line and its outbox event (transactional outbox: the event is published
-later by `authbus.user.outbox.OutboxRelay`), so a change is never stored without its audit
-line and its event, nor the reverse.
+with its audit line and the domain events it causes (`authbus.user.domain.user_events`;
+for a role change, one `user.permissions_changed` per member whose effective permissions
+moved), computed from the state inside that transaction. The events wait in the outbox
+(published later by `authbus.user.outbox.OutboxRelay`), so a change is never stored
+without its audit line and its events, nor the reverse.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class UserRepository(Protocol):
         self, *, before: int | None, limit: int, target_id: str | None = None
     ) -> list[AuditEntry]:
         """Audit entries, newest first, with ids below `before` only."""
+
+    async def add_audit(self, audit: AuditEntry) -> None:
+        """Record an audit entry that goes with no stored change (a login attempt)."""
 
     async def pending_events(self, limit: int) -> list[OutboxEvent]:
         """Outbox events neither published nor given up on, oldest first."""

@@ -18,7 +18,15 @@ from datetime import datetime
 from typing import Any
 
 from authbus.core.errors import AuthbusError, DependencyUnavailable, ValidationFailed
-from authbus.user.domain import AuditEntry, Role, User, UserChanges, UserFilter, utcnow
+from authbus.user.domain import (
+    AuditEntry,
+    Role,
+    User,
+    UserChanges,
+    UserFilter,
+    normalize_username,
+    utcnow,
+)
 from authbus.user.errors import (
     IncorrectPassword,
     InsufficientRights,
@@ -377,6 +385,15 @@ class UserService:
         }
         now = self._clock()
         for record in records:
+            # An account that exists already is skipped before its row is checked, so an
+            # import can be re-run, whatever became of the rows it created the first time.
+            if (
+                record.error is None
+                and record.username
+                and await self.repository.find_user(record.username) is not None
+            ):
+                report.skipped.append((record.row, record.username, "exists already"))
+                continue
             try:
                 user = self._imported_user(record, known_roles, now)
             except AuthbusError as exc:
@@ -386,9 +403,6 @@ class UserService:
                 report.failed.append((record.row, record.username, f"username repeats row {first}"))
                 continue
             seen[user.username_normalized] = record.row
-            if await self.repository.find_user(user.username) is not None:
-                report.skipped.append((record.row, record.username, "exists already"))
-                continue
             ready.append((record, user))
         if strict:
             if report.failed:
@@ -461,7 +475,9 @@ class UserService:
 
         Raises `TooManyAttempts`, `InvalidCredentials` (unknown user and wrong password
         alike, in the same time), `UserDisabled` or `InsufficientRights`. The disabled flag
-        and the rights are only revealed to a caller who gave the right password.
+        and the rights are only revealed to a caller who gave the right password. Every
+        verdict is audited (`login.succeeded` / `login.failed`, with the client address);
+        a throttled attempt is not, as it costs the caller nothing to repeat.
         """
         if wait := self.throttle.begin(username, client_address):
             raise TooManyAttempts(wait)
@@ -473,6 +489,10 @@ class UserService:
             raise
         if user is None or not ok:
             self.throttle.record_failure(username, client_address)
+            # The same write for unknown users and wrong passwords: the time tells nothing.
+            await self.repository.add_audit(
+                self._login_audit(username, None, InvalidCredentials.code, client_address)
+            )
             raise InvalidCredentials()
         self.throttle.record_success(username, client_address)
         if new_hash is not None:
@@ -484,18 +504,51 @@ class UserService:
                 or user
             )
         if user.disabled:
+            await self.repository.add_audit(
+                self._login_audit(username, user, UserDisabled.code, client_address)
+            )
             raise UserDisabled()
         profile = await self.profile(user)
         if missing := set(scopes) - profile.effective_permissions:
+            await self.repository.add_audit(
+                self._login_audit(
+                    username,
+                    user,
+                    InsufficientRights.code,
+                    client_address,
+                    missing_scopes=sorted(missing),
+                )
+            )
             raise InsufficientRights(missing)
         now = self._clock()
         user = (
             await self.repository.update_user(
-                user.id, UserChanges(updated_at=user.updated_at, last_login_at=now)
+                user.id,
+                UserChanges(updated_at=user.updated_at, last_login_at=now),
+                audit=self._login_audit(username, user, "ok", client_address),
             )
             or user
         )
         return UserProfile(user, profile.effective_permissions)
+
+    def _login_audit(
+        self,
+        username: str,
+        user: User | None,
+        outcome: str,
+        client_address: str | None,
+        **details: Any,
+    ) -> AuditEntry:
+        """A login verdict: the user's id when the password was right, else the name tried."""
+        return self._audit(
+            username if user is None else str(user.id),
+            "login.succeeded" if outcome == "ok" else "login.failed",
+            str(user.id) if user is not None else normalize_username(username),
+            username=username if user is None else user.username,
+            outcome=outcome,
+            client_address=client_address,
+            **details,
+        )
 
     async def _check_password(
         self, username: str, password: str

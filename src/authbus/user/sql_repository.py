@@ -16,14 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from authbus.core.errors import DependencyUnavailable
 from authbus.user.domain import (
+    ROLE_CREATED,
+    ROLE_DELETED,
+    ROLE_UPDATED,
     AuditEntry,
+    DomainEvent,
     OutboxEvent,
     Role,
     User,
     UserChanges,
     UserFilter,
-    event_of,
+    UserState,
+    members_events,
     normalize_username,
+    role_event,
+    user_events,
 )
 from authbus.user.errors import RoleExists, RoleNotFound, UsernameTaken
 from authbus.user.models import (
@@ -78,7 +85,7 @@ class SqlUserRepository:
         try:
             async with self._tx() as s:
                 await self._require_roles(s, {r for u, _ in users for r in u.roles})
-                for user, audit in users:
+                for user, _ in users:
                     s.add(
                         UserRow(
                             id=user.id,
@@ -92,7 +99,6 @@ class SqlUserRepository:
                             last_login_at=user.last_login_at,
                         )
                     )
-                    self._add_audit(s, audit)
                 # Flush the users first: the link rows reference them by foreign key.
                 await s.flush()
                 for user, _ in users:
@@ -100,6 +106,12 @@ class SqlUserRepository:
                         UserPermissionRow(user_id=user.id, permission=p) for p in user.permissions
                     )
                     s.add_all(UserRoleRow(user_id=user.id, role_name=r) for r in user.roles)
+                audited = [(u, a) for u, a in users if a is not None]
+                if audited:
+                    after = await self._states(s, [u.id for u, _ in audited])
+                    for user, audit in audited:
+                        assert audit is not None
+                        self._record(s, audit, user_events(None, after[user.id], actor=audit.actor))
         except IntegrityError as exc:
             seen: set[str] = set()
             for user, _ in users:
@@ -181,6 +193,9 @@ class SqlUserRepository:
             values["last_login_at"] = changes.last_login_at
         try:
             async with self._tx() as s:
+                # Only audited changes others can see are announced (not a login's stamp).
+                announce = audit is not None and changes.announced
+                before = await self._states(s, [user_id]) if announce else {}
                 result = await s.execute(
                     update(UserRow).where(UserRow.id == user_id).values(**values)
                 )
@@ -198,23 +213,30 @@ class SqlUserRepository:
                     await self._require_roles(s, changes.roles)
                     await s.execute(delete(UserRoleRow).where(UserRoleRow.user_id == user_id))
                     s.add_all(UserRoleRow(user_id=user_id, role_name=r) for r in changes.roles)
-                self._add_audit(s, audit)
                 await s.flush()
                 row = await s.get(UserRow, user_id, populate_existing=True)
                 assert row is not None
+                if audit is not None:
+                    events = []
+                    if announce:
+                        after = await self._states(s, [user_id])
+                        events = user_events(before[user_id], after[user_id], actor=audit.actor)
+                    self._record(s, audit, events)
                 return (await self._load(s, [row]))[0]
         except IntegrityError as exc:
             raise RoleNotFound(changes.roles or ()) from exc
 
     async def delete_user(self, user_id: uuid.UUID, *, audit: AuditEntry | None = None) -> bool:
         async with self._tx() as s:
+            before = await self._states(s, [user_id]) if audit is not None else {}
             # Link rows go explicitly: SQLite connections made elsewhere may lack FK cascades.
             await s.execute(delete(UserPermissionRow).where(UserPermissionRow.user_id == user_id))
             await s.execute(delete(UserRoleRow).where(UserRoleRow.user_id == user_id))
             result = await s.execute(delete(UserRow).where(UserRow.id == user_id))
             if getattr(result, "rowcount", 0) == 0:
                 return False
-            self._add_audit(s, audit)
+            if audit is not None:
+                self._record(s, audit, user_events(before[user_id], None, actor=audit.actor))
             return True
 
     # -- roles ---------------------------------------------------------------------------
@@ -234,7 +256,8 @@ class SqlUserRepository:
                 s.add_all(
                     RolePermissionRow(role_name=role.name, permission=p) for p in role.permissions
                 )
-                self._add_audit(s, audit)
+                if audit is not None:
+                    self._record(s, audit, [role_event(ROLE_CREATED, role, actor=audit.actor)])
         except IntegrityError as exc:
             raise RoleExists(role.name) from exc
 
@@ -260,23 +283,49 @@ class SqlUserRepository:
             )
             if getattr(result, "rowcount", 0) == 0:
                 return False
+            # The role row is locked now: members read after this are all the members.
+            members = await self._members(s, role.name) if audit is not None else []
+            before = await self._states(s, members)
             await s.execute(
                 delete(RolePermissionRow).where(RolePermissionRow.role_name == role.name)
             )
             s.add_all(
                 RolePermissionRow(role_name=role.name, permission=p) for p in role.permissions
             )
-            self._add_audit(s, audit)
+            if audit is not None:
+                await s.flush()
+                after = await self._states(s, members)
+                self._record(
+                    s,
+                    audit,
+                    [
+                        role_event(ROLE_UPDATED, role, actor=audit.actor),
+                        *members_events(before, after, actor=audit.actor),
+                    ],
+                )
             return True
 
     async def delete_role(self, name: str, *, audit: AuditEntry | None = None) -> bool:
         async with self._tx() as s:
+            found = await s.scalar(select(RoleRow).where(RoleRow.name == name).with_for_update())
+            if found is None:
+                return False
+            role = (await self._load_roles(s, [found]))[0]
+            members = await self._members(s, name) if audit is not None else []
+            before = await self._states(s, members)
             await s.execute(delete(UserRoleRow).where(UserRoleRow.role_name == name))
             await s.execute(delete(RolePermissionRow).where(RolePermissionRow.role_name == name))
-            result = await s.execute(delete(RoleRow).where(RoleRow.name == name))
-            if getattr(result, "rowcount", 0) == 0:
-                return False
-            self._add_audit(s, audit)
+            await s.execute(delete(RoleRow).where(RoleRow.name == name))
+            if audit is not None:
+                after = await self._states(s, members)
+                self._record(
+                    s,
+                    audit,
+                    [
+                        role_event(ROLE_DELETED, role, actor=audit.actor),
+                        *members_events(before, after, actor=audit.actor),
+                    ],
+                )
             return True
 
     # -- audit and health ----------------------------------------------------------------
@@ -352,6 +401,10 @@ class SqlUserRepository:
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
+    async def add_audit(self, audit: AuditEntry) -> None:
+        async with self._tx() as s:
+            self._record(s, audit, [])
+
     async def ping(self) -> None:
         async with self._tx() as s:
             await s.execute(text("SELECT 1"))
@@ -359,28 +412,93 @@ class SqlUserRepository:
     # -- helpers -------------------------------------------------------------------------
 
     @staticmethod
-    def _add_audit(s: AsyncSession, audit: AuditEntry | None) -> None:
-        if audit is not None:
-            s.add(
-                OutboxRow(event_id=uuid.uuid4(), created_at=audit.at, attempts=0, **event_of(audit))
+    def _record(s: AsyncSession, audit: AuditEntry, events: list[DomainEvent]) -> None:
+        """The audit line and the events of a change, in the change's transaction."""
+        s.add(
+            AuditRow(
+                at=audit.at,
+                actor=audit.actor,
+                action=audit.action,
+                target_type=audit.target_type,
+                target_id=audit.target_id,
+                details=audit.details,
             )
-            s.add(
-                AuditRow(
-                    at=audit.at,
-                    actor=audit.actor,
-                    action=audit.action,
-                    target_type=audit.target_type,
-                    target_id=audit.target_id,
-                    details=audit.details,
+        )
+        s.add_all(
+            OutboxRow(
+                event_id=uuid.uuid4(),
+                created_at=audit.at,
+                attempts=0,
+                channel=e.channel,
+                type=e.type,
+                aggregate_type=e.aggregate_type,
+                aggregate_id=e.aggregate_id,
+                data=e.data,
+            )
+            for e in events
+        )
+
+    @staticmethod
+    async def _members(s: AsyncSession, role_name: str) -> list[uuid.UUID]:
+        return list(
+            (
+                await s.scalars(
+                    select(UserRoleRow.user_id).where(UserRoleRow.role_name == role_name)
                 )
+            ).all()
+        )
+
+    async def _states(
+        self, s: AsyncSession, user_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, UserState]:
+        """The users with their effective permissions, as this transaction sees them.
+
+        Their roles are locked (Postgres), so a concurrent change of one of those roles
+        waits for this transaction or is waited for: the events both write carry the
+        permissions as they are after both.
+        """
+        if not user_ids:
+            return {}
+        rows = list((await s.scalars(select(UserRow).where(UserRow.id.in_(list(user_ids))))).all())
+        users = await self._load(s, rows)
+        names = sorted({r for u in users for r in u.roles})
+        role_perms: dict[str, set[str]] = {n: set() for n in names}
+        if names:
+            await s.execute(
+                select(RoleRow.name)
+                .where(RoleRow.name.in_(names))
+                .order_by(RoleRow.name)
+                .with_for_update(read=True)
             )
+            for name, perm in (
+                await s.execute(
+                    select(RolePermissionRow.role_name, RolePermissionRow.permission).where(
+                        RolePermissionRow.role_name.in_(names)
+                    )
+                )
+            ).all():
+                role_perms[name].add(perm)
+        return {
+            u.id: UserState(u, u.permissions.union(*(role_perms.get(r, set()) for r in u.roles)))
+            for u in users
+        }
 
     @staticmethod
     async def _require_roles(s: AsyncSession, names: Iterable[str]) -> None:
         wanted = set(names)
         if not wanted:
             return
-        found = set((await s.scalars(select(RoleRow.name).where(RoleRow.name.in_(wanted)))).all())
+        # Locked, as in `_states`: a role change and a membership change do not interleave.
+        found = set(
+            (
+                await s.scalars(
+                    select(RoleRow.name)
+                    .where(RoleRow.name.in_(sorted(wanted)))
+                    .order_by(RoleRow.name)
+                    .with_for_update(read=True)
+                )
+            ).all()
+        )
         if missing := wanted - found:
             raise RoleNotFound(missing)
 

@@ -439,12 +439,63 @@ async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
         assert path in paths
 
 
-async def test_credential_checks_are_counted_by_outcome(
+def login_counts(text: str) -> dict[str, float]:
+    """`authbus_user_logins_total` by outcome, from a /metrics page."""
+    prefix = 'authbus_user_logins_total{outcome="'
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            outcome, _, value = line[len(prefix) :].partition('"} ')
+            counts[outcome] = float(value)
+    return counts
+
+
+async def test_logins_are_counted_by_outcome(
     client: httpx.AsyncClient, admin: dict[str, str], verifier: dict[str, str]
 ) -> None:
-    await create(client, admin)
-    await verify(client, verifier, username="alice", password=PASSWORD)
+    before = login_counts((await client.get("/metrics")).text)
+    # Every outcome is exported from the start.
+    assert before == dict.fromkeys(
+        ["ok", "invalid_credentials", "insufficient_rights", "disabled", "throttled"], 0.0
+    )
+    made = await create(client, admin, permissions=["orders:read"])
+    assert (await verify(client, verifier, username="alice", password=PASSWORD)).status_code == 200
+    r = await verify(client, verifier, username="alice", password=PASSWORD, scopes=["x:y"])
+    assert r.status_code == 403
+    # Three free attempts (the fixture's setting), then the pair is throttled.
+    for _ in range(3):
+        r = await verify(client, verifier, username="nobody", password="wrong password")
+        assert r.status_code == 401
+    r = await verify(client, verifier, username="nobody", password="wrong password")
+    assert r.status_code == 401
+    r = await verify(client, verifier, username="nobody", password="wrong password")
+    assert r.status_code == 429
+    await client.patch(f"/v1/users/{made['id']}", json={"disabled": True}, headers=admin)
+    r = await verify(client, verifier, username="alice", password=PASSWORD)
+    assert r.status_code == 403
+    assert login_counts((await client.get("/metrics")).text) == {
+        "ok": 1.0,
+        "invalid_credentials": 4.0,
+        "insufficient_rights": 1.0,
+        "disabled": 1.0,
+        "throttled": 1.0,
+    }
+
+
+async def test_login_verdicts_are_audited_without_the_password(
+    client: httpx.AsyncClient, admin: dict[str, str], verifier: dict[str, str]
+) -> None:
+    made = await create(client, admin)
+    await verify(client, verifier, username="ALICE", password=PASSWORD, client_address="1.2.3.4")
     await verify(client, verifier, username="alice", password="wrong password")
-    text = (await client.get("/metrics")).text
-    assert 'authbus_user_credential_checks_total{outcome="ok"} 1.0' in text
-    assert 'authbus_user_credential_checks_total{outcome="invalid_credentials"} 1.0' in text
+    await verify(client, verifier, username="nobody", password="wrong password")
+    r = await client.get("/v1/audit", params={"limit": 3}, headers=admin)
+    entries = r.json()["items"]
+    assert [(e["action"], e["target_id"], e["details"]["outcome"]) for e in entries] == [
+        ("login.failed", "nobody", "invalid_credentials"),
+        ("login.failed", "alice", "invalid_credentials"),
+        ("login.succeeded", made["id"], "ok"),
+    ]
+    assert entries[2]["details"]["client_address"] == "1.2.3.4"
+    assert entries[2]["actor"] == made["id"]
+    assert "wrong password" not in r.text and PASSWORD not in r.text

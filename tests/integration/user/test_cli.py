@@ -73,7 +73,9 @@ def stored_hash(url: str, username: str) -> str:
 
 
 def audit(url: str) -> list[AuditEntry]:
-    return with_service(url, lambda s, _: s.list_audit(limit=200))
+    """The audited changes, newest first (the logins `verify` makes left out)."""
+    entries = with_service(url, lambda s, _: s.list_audit(limit=200))
+    return [e for e in entries if not e.action.startswith("login.")]
 
 
 def outbox(url: str) -> list[OutboxEvent]:
@@ -212,6 +214,16 @@ def test_disable_refuses_logins_until_enabled(db: str) -> None:
     verify(db, "alice", PASSWORD)
     actions = [(e.actor, e.action, e.details.get("disabled")) for e in audit(db)]
     assert actions[:2] == [("cli", "user.updated", False), ("cli", "user.updated", True)]
+    # What other services hear (the token service revokes on user.disabled).
+    events = [(e.type, e.data["username"], e.data["actor"]) for e in outbox(db)]
+    assert events == [
+        ("user.created", "alice", "cli"),
+        ("user.disabled", "alice", "cli"),
+        ("user.enabled", "alice", "cli"),
+    ]
+    # Disabling a disabled user changes nothing and announces nothing.
+    assert cli("disable", "alice").exit_code == 0 and cli("disable", "alice").exit_code == 0
+    assert [e.type for e in outbox(db)][-1] == "user.disabled" and len(outbox(db)) == 4
 
 
 @pytest.mark.parametrize("command", ["disable", "enable", "set-password", "grant", "revoke"])
@@ -265,6 +277,11 @@ def test_grant_and_revoke_direct_permissions(db: str) -> None:
         ["events:read", "orders:write"],
     ]
     assert all(e.actor == "cli" for e in changes)
+    announced = [e.data for e in outbox(db) if e.type == "user.permissions_changed"]
+    assert [(d["permissions"], d["added"], d["removed"]) for d in announced] == [
+        (["events:read", "orders:read", "orders:write"], ["events:read", "orders:write"], []),
+        (["orders:read", "orders:write"], [], ["events:read"]),
+    ]
 
 
 def test_grant_refuses_an_invalid_permission(db: str) -> None:
@@ -294,6 +311,11 @@ def bcrypt_hash(password: str, prefix: bytes = b"2b") -> str:
 def argon2_hash(password: str) -> str:
     # Parameters other than the configured ones: verified, then upgraded at login.
     return PasswordHasher(memory_kib=2048, time_cost=1, parallelism=1).hash_sync(password)
+
+
+def csv_cell(text: str) -> str:
+    """A quoted CSV cell: argon2 hashes hold commas (`m=2048,t=1,p=1`)."""
+    return '"' + text.replace('"', '""') + '"'
 
 
 def write_csv(path: Path, rows: list[str]) -> Path:
@@ -329,11 +351,11 @@ def test_import_reports_each_row_and_keeps_the_good_ones(db: str, tmp_path: Path
         tmp_path / "users.csv",
         [
             f"bob,,{bcrypt_hash('bob password 2y', b'2a').replace('$2a$', '$2y$')},,readers,",
-            f"dave,,{argon2_hash('dave password')},x:y,,true",
+            f"dave,,{csv_cell(argon2_hash('dave password'))},x:y,,true",
             f"ALICE,,{bcrypt_hash('whatever')},,,",  # exists: skipped
             "erin,,$1$saltsalt$3bX0u1qJ3H3kA2mE7u8r/.,,,",  # md5-crypt
             "frank,,plaintext-password,,,",
-            f"gina,,{argon2_hash('x').replace('$argon2id$', '$argon2i$')},,,",
+            f"gina,,{csv_cell(argon2_hash('x').replace('$argon2id$', '$argon2i$'))},,,",
             f"Bob,,{bcrypt_hash('again')},,,",  # repeats row 2
             f"hank,,{bcrypt_hash('h')},,nosuchrole,",
             f"ivan,,{bcrypt_hash('i')},,,maybe",
@@ -364,9 +386,10 @@ def test_import_reports_each_row_and_keeps_the_good_ones(db: str, tmp_path: Path
         verify(db, "dave", "dave password")
     assert stored_hash(db, "dave").startswith("$argon2id$v=19$m=1024,t=1,p=1$")
 
-    # Re-running the import creates nothing twice.
+    # Re-running the import creates nothing twice; "Bob" now exists, so is skipped too.
     again = cli("import", str(path))
-    assert "created 0, skipped 3, failed 9" in again.stdout
+    assert "created 0, skipped 4, failed 8" in again.stdout
+    assert "row 8 (Bob): skipped: exists already" in again.stdout
 
 
 def test_strict_import_writes_nothing_when_a_row_fails(db: str, tmp_path: Path) -> None:
@@ -385,7 +408,7 @@ def test_strict_import_of_good_rows_creates_all(db: str, tmp_path: Path) -> None
     assert cli("create", "alice", "--password", PASSWORD).exit_code == 0
     path = write_csv(
         tmp_path / "users.csv",
-        [f"bob,,{bcrypt_hash('b')},,,", f"carol,,{argon2_hash('c')},,,", "alice,,x,,,"],
+        [f"bob,,{bcrypt_hash('b')},,,", f"carol,,{csv_cell(argon2_hash('c'))},,,", "alice,,x,,,"],
     )
     # alice exists: skipped before her hash is even looked at, so not a failure.
     result = cli("import", "--strict", str(path))

@@ -190,18 +190,136 @@ class RepositoryContract:
     async def test_ping(self, repo: UserRepository) -> None:
         await repo.ping()
 
-    async def test_every_audited_change_leaves_an_outbox_event(self, repo: UserRepository) -> None:
-        u = user("alice")
+    async def test_every_audited_change_leaves_its_domain_events(
+        self, repo: UserRepository
+    ) -> None:
+        await repo.add_role(role("ops", "events:read"))  # no audit entry, no event
+        u = user("alice", email="a@example.com", permissions=frozenset({"a:b"}))
         await repo.add_user(u, audit=audit("user.created", str(u.id)))
-        await repo.add_role(role("ops"))  # no audit entry, no event
+        later = T0 + timedelta(minutes=1)
+        await repo.update_user(
+            u.id,
+            UserChanges(updated_at=later, disabled=True, roles=frozenset({"ops"})),
+            audit=audit("user.changed", str(u.id)),
+        )
+        await repo.update_user(
+            u.id,
+            UserChanges(updated_at=later, disabled=False, password_hash="new", clear_email=True),
+            audit=audit("user.changed", str(u.id)),
+        )
+        # A login's time stamp is audited but announces nothing; unaudited writes neither.
+        await repo.update_user(
+            u.id, UserChanges(updated_at=later, last_login_at=later), audit=audit("login")
+        )
+        await repo.update_user(u.id, UserChanges(updated_at=later, password_hash="rehashed"))
         await repo.delete_user(u.id, audit=audit("user.deleted", str(u.id)))
-        pending = await repo.pending_events(10)
-        assert [(e.channel, e.type, e.aggregate_id) for e in pending] == [
-            ("users", "user.created", str(u.id)),
-            ("users", "user.deleted", str(u.id)),
+        pending = await repo.pending_events(20)
+        assert [(e.channel, e.type, e.aggregate_type, e.aggregate_id) for e in pending] == [
+            ("users", t, "user", str(u.id))
+            for t in [
+                "user.created",
+                "user.disabled",
+                "user.permissions_changed",
+                "user.updated",
+                "user.enabled",
+                "user.deleted",
+            ]
         ]
-        assert pending[0].data == {"id": str(u.id), "actor": "admin"}
-        assert pending[0].event_id != pending[1].event_id
+        ident = {"id": str(u.id), "username": "alice", "actor": "admin"}
+        assert [e.data for e in pending] == [
+            {
+                **ident,
+                "email": "a@example.com",
+                "disabled": False,
+                "permissions": ["a:b"],
+                "roles": [],
+            },
+            ident,
+            {
+                **ident,
+                "permissions": ["a:b", "events:read"],
+                "added": ["events:read"],
+                "removed": [],
+                "roles": ["ops"],
+            },
+            {**ident, "email": None, "changed": ["email", "password"]},
+            ident,
+            ident,
+        ]
+        assert len({e.event_id for e in pending}) == len(pending)
+        assert [a.action for a in await repo.list_audit(before=None, limit=10)][1] == "login"
+
+    async def test_a_role_change_announces_each_member_it_changes(
+        self, repo: UserRepository
+    ) -> None:
+        await repo.add_role(role("ops", "events:read"))
+        await repo.add_role(role("other", "x:y"))
+        bob = user("bob", roles=frozenset({"ops"}))
+        alice = user("alice", roles=frozenset({"ops", "other"}))
+        # Holds the new permission already: its effective permissions do not change.
+        carol = user("carol", permissions=frozenset({"events:admin"}), roles=frozenset({"ops"}))
+        outsider = user("dave", roles=frozenset({"other"}))
+        for u in (bob, alice, carol, outsider):
+            await repo.add_user(u)
+        changed = Role(
+            name="ops",
+            created_at=T0,
+            updated_at=T0,
+            permissions=frozenset({"events:read", "events:admin"}),
+        )
+        assert await repo.update_role(changed, audit=audit("role.updated", "ops"))
+        pending = await repo.pending_events(20)
+        assert [(e.type, e.aggregate_id) for e in pending] == [
+            ("role.updated", "ops"),
+            ("user.permissions_changed", str(alice.id)),
+            ("user.permissions_changed", str(bob.id)),
+        ]
+        assert pending[0].data == {
+            "name": "ops",
+            "description": "",
+            "permissions": ["events:admin", "events:read"],
+            "actor": "admin",
+        }
+        assert pending[1].data["permissions"] == ["events:admin", "events:read", "x:y"]
+        assert pending[2].data == {
+            "id": str(bob.id),
+            "username": "bob",
+            "permissions": ["events:admin", "events:read"],
+            "added": ["events:admin"],
+            "removed": [],
+            "roles": ["ops"],
+            "actor": "admin",
+        }
+        await repo.mark_published([e.id for e in pending], T0)
+
+        assert await repo.delete_role("ops", audit=audit("role.deleted", "ops"))
+        pending = await repo.pending_events(20)
+        assert [(e.type, e.aggregate_id) for e in pending] == [
+            ("role.deleted", "ops"),
+            ("user.permissions_changed", str(alice.id)),
+            ("user.permissions_changed", str(bob.id)),
+            ("user.permissions_changed", str(carol.id)),
+        ]
+        assert pending[0].data == {"name": "ops", "actor": "admin"}
+        assert pending[2].data["permissions"] == [] and pending[2].data["roles"] == []
+        assert pending[3].data["permissions"] == ["events:admin"]
+        assert pending[3].data["removed"] == ["events:read"]
+
+    async def test_a_failed_change_leaves_no_event(self, repo: UserRepository) -> None:
+        u = user("alice")
+        await repo.add_user(u)
+        with pytest.raises(RoleNotFound):
+            await repo.update_user(
+                u.id,
+                UserChanges(updated_at=T0, roles=frozenset({"ghost"}), disabled=True),
+                audit=audit("x"),
+            )
+        with pytest.raises(UsernameTaken):
+            await repo.add_user(user("ALICE"), audit=audit("y"))
+        assert not await repo.update_role(role("ghost"), audit=audit("z"))
+        assert not await repo.delete_role("ghost", audit=audit("z"))
+        assert await repo.pending_events(10) == []
+        assert await repo.list_audit(before=None, limit=10) == []
 
     async def test_outbox_events_leave_pending_when_published_or_given_up(
         self, repo: UserRepository

@@ -41,9 +41,13 @@ async def test_changes_are_relayed_in_order(
     made = await service.create_user(username="alice", password=PW, actor="admin")
     await service.update_user(made.user.id, actor="admin", disabled=True)
     assert await relay.relay_once() == 2
-    assert [e.type for e in recorder.events] == ["user.created", "user.updated"]
+    assert [e.type for e in recorder.events] == ["user.created", "user.disabled"]
     assert recorder.events[0].data["username"] == "alice"
-    assert recorder.events[1].data == {"id": str(made.user.id), "actor": "admin", "disabled": True}
+    assert recorder.events[1].data == {
+        "id": str(made.user.id),
+        "username": "alice",
+        "actor": "admin",
+    }
     assert await relay.relay_once() == 0
 
 
@@ -169,7 +173,7 @@ async def test_http_publisher_posts_with_idempotency_key(
         assert request.headers["Idempotency-Key"] == str(event.event_id)
         assert json.loads(request.content) == {
             "type": "role.created",
-            "data": {"name": "ops", "actor": "admin", "permissions": []},
+            "data": {"name": "ops", "description": "", "permissions": [], "actor": "admin"},
             "aggregate_type": "role",
             "aggregate_id": "ops",
         }
