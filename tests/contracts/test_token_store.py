@@ -114,8 +114,13 @@ async def test_refresh_rotation(store: TokenStore) -> None:
 
 async def test_refresh_reuse_within_grace(store: TokenStore) -> None:
     await store.add_refresh_token("f2", "h1", {"sub": "u"}, 60)
-    assert (await store.rotate_refresh_token("f2", "h1", "h2", {}, 60, 30)).status == "rotated"
-    assert (await store.rotate_refresh_token("f2", "h1", "h3", {}, 60, 30)).status == "grace"
+    first = await store.rotate_refresh_token("f2", "h1", "h2", {}, 60, 30, successor="sealed-h2")
+    assert first.status == "rotated"
+    again = await store.rotate_refresh_token("f2", "h1", "h3", {}, 60, 30, successor="sealed-h3")
+    # A retry within the grace period learns what the first rotation stored, nothing new.
+    assert (again.status, again.next_hash, again.successor) == ("grace", "h2", "sealed-h2")
+    assert again.data == {"sub": "u"}
+    assert await store.refresh_token("f2", "h3") is None
 
 
 async def test_refresh_rotation_under_concurrency(store: TokenStore) -> None:
@@ -126,6 +131,8 @@ async def test_refresh_rotation_under_concurrency(store: TokenStore) -> None:
     statuses = [r.status for r in results]
     assert statuses.count("rotated") == 1
     assert set(statuses) == {"rotated", "grace"}
+    winner_hash = f"n{statuses.index('rotated')}"
+    assert {r.next_hash for r in results if r.status == "grace"} == {winner_hash}
     winners = [i for i, r in enumerate(results) if r.status == "rotated"]
     assert await store.refresh_token("f3", f"n{winners[0]}") == {"i": winners[0]}
     losers = [i for i in range(20) if i not in winners]

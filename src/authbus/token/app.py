@@ -31,14 +31,12 @@ from authbus.token.consistency import UserEventsSubscriber, UserGrantRevoker
 from authbus.token.grants import AuthorizationServer
 from authbus.token.issuer import IssuerConfig, TokenIssuer
 from authbus.token.keys import KeyReloader, ensure_signing_key, load_key_ring
+from authbus.token.metrics import TokenMetrics
 from authbus.token.service import SelfTokenProvider, TokenService
 from authbus.token.store import MemoryTokenStore, RedisTokenStore, TokenStore
 from authbus.token.users import UserServiceClient
 
 log = logging.getLogger("authbus.token.app")
-
-# How often running replicas re-read the signing keys (`authbus keys rotate` reaches them).
-KEY_RELOAD_INTERVAL_S = 15.0
 
 
 def issuer_config(settings: Settings) -> IssuerConfig:
@@ -65,14 +63,15 @@ def create_app(
     *,
     user_transport: httpx.AsyncBaseTransport | None = None,
     store: TokenStore | None = None,
-    key_reload_interval_s: float = KEY_RELOAD_INTERVAL_S,
+    key_reload_interval_s: float | None = None,
 ) -> FastAPI:
     """The token service. `user_transport` replaces the HTTP transport to the user service;
     `store` replaces the token store (else Redis when configured, else in-process memory).
 
     Background tasks: the signing keys are re-read every `key_reload_interval_s` seconds
-    (and on an unknown kid); with Redis configured, the `users` channel is followed so a
-    disabled, deleted or re-permissioned user loses every grant (`consistency`).
+    (default: `settings.token.key_reload_interval_s`) and at once on an unknown kid; with
+    Redis configured, the `users` channel is followed so a disabled, deleted or
+    re-permissioned user loses every grant (`consistency`).
     """
 
     @asynccontextmanager
@@ -91,7 +90,12 @@ def create_app(
         # Keys are held in memory (signing never touches the database) and reloaded.
         await ensure_signing_key(sessionmaker, settings.token.signing_alg, master_key)
         keys = await load_key_ring(sessionmaker, master_key)
-        reloader = KeyReloader(keys, sessionmaker, master_key, interval_s=key_reload_interval_s)
+        interval_s = (
+            key_reload_interval_s
+            if key_reload_interval_s is not None
+            else settings.token.key_reload_interval_s
+        )
+        reloader = KeyReloader(keys, sessionmaker, master_key, interval_s=interval_s)
         issuer = TokenIssuer(
             issuer_config(settings), token_store, keys, on_unknown_kid=reloader.reload_for_kid
         )
@@ -157,6 +161,7 @@ def create_app(
         loader=PackageLoader("authbus.token", "templates"),
         autoescape=select_autoescape(["html"]),
     )
+    app.state.token_metrics = TokenMetrics.register(app.state.metrics)
     app.include_router(login.router)
     app.include_router(oauth.router)
     app.include_router(clients.router)
@@ -170,12 +175,8 @@ def create_app(
     async def _db_down(_request: Request, _exc: Exception) -> Response:
         return _unavailable("the token database is unavailable")
 
-    @app.exception_handler(OSError)
-    async def _connection_failed(_request: Request, exc: OSError) -> Response:
-        # asyncpg raises the socket's own error (ConnectionRefusedError, ...) when it cannot
-        # connect, unwrapped by SQLAlchemy; Redis and httpx errors have their own handling.
-        log.warning("a dependency is unreachable", extra={"error": repr(exc)})
-        return _unavailable("the token database or token store is unreachable")
+    # A bare OSError (asyncpg's ConnectionRefusedError, ...) is mapped to a 503 by
+    # `authbus.core.app` for every service.
 
     return app
 

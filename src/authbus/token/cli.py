@@ -244,27 +244,33 @@ def rotate_key(
 ) -> None:
     """Add a new signing key and retire the active one.
 
-    Running token services switch to the new key within their reload interval (15 s) or
-    at once when they meet a token signed with it; the retired public key stays in the JWKS
+    Running token services switch to the new key within their reload interval
+    (`AUTHBUS_TOKEN__KEY_RELOAD_INTERVAL_S`, 15 s) or at once when they meet a token signed
+    with it; the retired public key stays in the JWKS
     until every token it signed has expired.
     """
     from authbus.token.clients import ClientRepository
     from authbus.token.keys import rotate_signing_key
 
-    async def work(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+    async def work(
+        settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> tuple[str, float]:
         longest = await ClientRepository(sessionmaker).max_access_token_ttl(
             settings.token.access_token_ttl_s
         )
         chosen = alg.value if alg is not None else settings.token.signing_alg
-        return await rotate_signing_key(
+        interval = settings.token.key_reload_interval_s
+        kid = await rotate_signing_key(
             sessionmaker,
             "EdDSA" if chosen == "EdDSA" else "ES256",
             _master_key(settings),
             longest,
+            reload_interval_s=interval,
         )
+        return kid, interval
 
-    kid = _run(work)
-    typer.echo(f"new signing key {kid}; running token services use it within ~15 s")
+    kid, interval = _run(work)
+    typer.echo(f"new signing key {kid}; running token services use it within ~{interval:g} s")
 
 
 @keys_app.command("list")

@@ -23,8 +23,10 @@ log = logging.getLogger("authbus.token.consistency")
 USERS_CHANNEL = "users"
 SUBSCRIBER_NAME = "token-service"
 
-# The event types that end a user's grants. The first three are the names of the issue;
-# the others are what the user service publishes today for the same changes.
+# The event types that end a user's grants: what the user service publishes (a role change
+# yields one `user.permissions_changed` per member whose effective permissions moved). The
+# last two are the names it published before those events existed; kept so events already
+# in the log or in delivery lists during an upgrade still revoke.
 REVOKING_EVENTS = frozenset(
     {
         "user.disabled",

@@ -359,14 +359,15 @@ class AuthorizationServer:
             # RFC 9700 §2.1.1: a verifier without a challenge is a PKCE downgrade attempt.
             raise InvalidGrant("code_verifier given but the request had no code_challenge")
         scopes = parse_scope(str(data.get("scope", "")))
-        audience = self.issuer.audience_for(client, data.get("resource"))
+        resource = self._token_request_resource(client, form, data.get("resource"))
         grant = await self.issuer.issue(
             client,
             subject=str(data["sub"]),
             scopes=scopes,
-            audience=audience,
+            audience=self.issuer.audience_for(client, resource),
             refresh=client.allows_grant("refresh_token"),
             auth_time=data.get("auth_time"),
+            resource=resource,
         )
         issued = {"jti": grant.jti, "family": grant.family}
         if not await store.record_code_tokens(code_hash, issued):
@@ -377,6 +378,20 @@ class AuthorizationServer:
             await store.revoke_access_token(grant.jti)
             raise InvalidGrant("the authorization code was already used")
         return grant
+
+    def _token_request_resource(
+        self, client: Client, form: Mapping[str, str], authorized: str | None
+    ) -> str | None:
+        """RFC 8707 §2.2: a token request may name the resource; it must be one the grant
+        covers (the one authorized, or any known one when none was named then)."""
+        requested = form.get("resource") or None
+        if requested is None:
+            return authorized
+        if authorized is not None and requested != authorized:
+            raise InvalidTarget("the resource differs from the one authorized")
+        if requested not in self.issuer.allowed_resources(client):
+            raise InvalidTarget("the requested resource is not known")
+        return requested
 
     async def _client_credentials(self, client: Client, form: Mapping[str, str]) -> IssuedGrant:
         if not client.is_confidential:
@@ -407,8 +422,11 @@ class AuthorizationServer:
         if ref is None:
             raise InvalidGrant("the refresh token is invalid")
         scope = form.get("scope")
+        resource = form.get("resource") or None
+        if resource is not None and resource not in self.issuer.allowed_resources(client):
+            raise InvalidTarget("the requested resource is not known")
         return await self.issuer.rotate_refresh(
-            client, ref, parse_scope(scope) if scope is not None else None
+            client, ref, parse_scope(scope) if scope is not None else None, resource=resource
         )
 
 

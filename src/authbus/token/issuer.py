@@ -13,7 +13,9 @@ of a rotated token can revoke them all (RFC 9700 §4.14.2).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 import secrets
 import time
 import warnings
@@ -21,13 +23,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 
 from authbus.token.clients import Client, hash_secret
-from authbus.token.errors import InvalidGrant, InvalidScope
+from authbus.token.errors import InvalidGrant, InvalidScope, InvalidTarget
 from authbus.token.keys import SUPPORTED_ALGS, KeyRing
-from authbus.token.store import TokenStore
+from authbus.token.store import Rotation, TokenStore
+
+# Clock skew tolerated between replicas on `nbf` (the services' validators allow as much).
+NBF_LEEWAY_S = 30
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,12 @@ class IssuedGrant:
 
 @dataclass(frozen=True)
 class RefreshTokenRef:
-    """A refresh token split into its family id and its digest."""
+    """A refresh token split into its family id and its digest (the token itself is kept,
+    unprinted, only to seal its successor: see `seal_successor`)."""
 
     family: str
     digest: str
+    token: str = field(default="", repr=False, compare=False)
 
 
 def parse_refresh_token(token: str) -> RefreshTokenRef | None:
@@ -81,13 +90,37 @@ def parse_refresh_token(token: str) -> RefreshTokenRef | None:
     family, sep, secret = token.partition(".")
     if not sep or not family or not secret or "." in secret or len(token) > 200:
         return None
-    return RefreshTokenRef(family, hash_secret(token))
+    return RefreshTokenRef(family, hash_secret(token), token)
 
 
 def new_refresh_token(family: str | None = None) -> tuple[str, RefreshTokenRef]:
     family = family or secrets.token_urlsafe(12)
     token = f"{family}.{secrets.token_urlsafe(32)}"
-    return token, RefreshTokenRef(family, hash_secret(token))
+    return token, RefreshTokenRef(family, hash_secret(token), token)
+
+
+def _successor_key(presented: str) -> AESGCM:
+    return AESGCM(hashlib.sha256(b"authbus-refresh-successor\x00" + presented.encode()).digest())
+
+
+def seal_successor(successor: str, presented: str) -> str:
+    """The new refresh token encrypted under the one it replaces (AES-256-GCM).
+
+    Kept with the rotation so a retry within the grace period gets the same new token back,
+    while the store holds nothing usable without the old token (which only its holder has).
+    """
+    nonce = os.urandom(12)
+    sealed = _successor_key(presented).encrypt(nonce, successor.encode(), b"refresh")
+    return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def open_successor(sealed: str, presented: str) -> str | None:
+    """The inverse of `seal_successor`, or None when it does not open."""
+    try:
+        raw = base64.urlsafe_b64decode(sealed)
+        return _successor_key(presented).decrypt(raw[:12], raw[12:], b"refresh").decode()
+    except (ValueError, InvalidTag):
+        return None
 
 
 @dataclass
@@ -128,11 +161,13 @@ class TokenIssuer:
         family: str | None = None,
         auth_time: int | None = None,
         for_user: bool = True,
+        resource: str | None = None,
     ) -> IssuedGrant:
         """Sign an access token, record it, and (if `refresh`) start a refresh family.
 
         `for_user`: the subject is a user, so the grant is indexed under it for
-        `TokenStore.revoke_user` (False for client-credentials tokens).
+        `TokenStore.revoke_user` (False for client-credentials tokens). `resource`: the RFC
+        8707 resource the grant was made for, which later refreshes must keep to.
         """
         if not refresh:
             access, jti, ttl = await self.issue_access_token(
@@ -141,6 +176,8 @@ class TokenIssuer:
             return IssuedGrant(access, jti, ttl, tuple(scopes))
         token, ref = new_refresh_token(family)
         data = self._refresh_record(client, subject, scopes, audience, auth_time)
+        if resource is not None:
+            data["resource"] = resource
         # The family exists before the access token joins it (revoked together).
         await self.store.add_refresh_token(
             ref.family,
@@ -216,9 +253,19 @@ class TokenIssuer:
         return token, jti, ttl
 
     async def rotate_refresh(
-        self, client: Client, presented: RefreshTokenRef, scopes: Sequence[str] | None
+        self,
+        client: Client,
+        presented: RefreshTokenRef,
+        scopes: Sequence[str] | None,
+        *,
+        resource: str | None = None,
     ) -> IssuedGrant:
-        """RFC 6749 §6 with rotation (RFC 9700 §4.14.2); reuse revokes the whole family."""
+        """RFC 6749 §6 with rotation (RFC 9700 §4.14.2); reuse revokes the whole family.
+
+        A replay within `refresh_reuse_grace_s` of the rotation (the client lost the
+        response and retries) gets the same new refresh token back, with a fresh access
+        token, as long as that new token is still unused; later, it is reuse.
+        """
         current = await self.store.refresh_token(presented.family, presented.digest)
         if current is not None and current.get("client_id") != client.client_id:
             # RFC 6749 §6: the refresh token must have been issued to this client.
@@ -226,11 +273,18 @@ class TokenIssuer:
         new_token, new_ref = new_refresh_token(presented.family)
         base = current or {}
         granted = tuple(str(base.get("scope", "")).split())
-        if scopes is not None:
+        if scopes is not None and current is not None:
             if not set(scopes) <= set(granted):
                 # RFC 6749 §6: a refresh may narrow the scope, never widen it.
                 raise InvalidScope("the requested scope exceeds the original grant")
             granted = tuple(scopes)
+        # RFC 8707 §2.2: a refresh may name a resource within the original grant.
+        if (
+            resource is not None
+            and current is not None
+            and resource != (current.get("resource") or resource)
+        ):
+            raise InvalidTarget("the resource differs from the one authorized")
         data = {**base, "scope": " ".join(granted), "iat": int(self.clock())}
         outcome = await self.store.rotate_refresh_token(
             presented.family,
@@ -240,22 +294,62 @@ class TokenIssuer:
             self.refresh_ttl(client),
             self.config.refresh_reuse_grace_s,
             subject=str(current["sub"]) if current is not None else None,
+            successor=seal_successor(new_token, presented.token) if presented.token else None,
         )
         if outcome.status == "reused":
             await self.store.revoke_family(presented.family)
             raise InvalidGrant("the refresh token was already used; the grant is revoked")
         if outcome.status == "grace":
-            raise InvalidGrant("the refresh token was just used; use the newer one")
+            return await self._replay_within_grace(client, presented, outcome, scopes)
         if outcome.status != "rotated" or outcome.data is None or current is None:
             raise InvalidGrant("the refresh token is invalid, expired or revoked")
+        audience = (
+            self.audience_for(client, resource)
+            if resource is not None
+            else str(current.get("aud") or self.audience_for(client, None))
+        )
         access, jti, ttl = await self.issue_access_token(
             client,
             subject=str(current["sub"]),
             scopes=granted,
-            audience=str(current.get("aud") or self.audience_for(client, None)),
+            audience=audience,
             family=presented.family,
         )
         return IssuedGrant(access, jti, ttl, granted, new_token, presented.family)
+
+    async def _replay_within_grace(
+        self,
+        client: Client,
+        presented: RefreshTokenRef,
+        outcome: Rotation,
+        scopes: Sequence[str] | None,
+    ) -> IssuedGrant:
+        if (outcome.data or {}).get("client_id") != client.client_id:
+            raise InvalidGrant("the refresh token was not issued to this client")
+        successor = (
+            open_successor(outcome.successor, presented.token)
+            if outcome.successor and presented.token
+            else None
+        )
+        record = (
+            await self.store.refresh_token(presented.family, outcome.next_hash)
+            if outcome.next_hash
+            else None
+        )
+        if successor is None or record is None:
+            # The new token was already used (or revoked): nothing to hand out again.
+            raise InvalidGrant("the refresh token was just used; use the newer one")
+        granted = tuple(str(record.get("scope", "")).split())
+        if scopes is not None and set(scopes) != set(granted):
+            raise InvalidScope("a retried refresh must ask for the scope of the first request")
+        access, jti, ttl = await self.issue_access_token(
+            client,
+            subject=str(record["sub"]),
+            scopes=granted,
+            audience=str(record.get("aud") or self.audience_for(client, None)),
+            family=presented.family,
+        )
+        return IssuedGrant(access, jti, ttl, granted, successor, presented.family)
 
     def decode_access_token(self, token: str) -> dict[str, Any] | None:
         """Claims of a JWT we signed (signature checked, exp not), or None."""
@@ -304,7 +398,11 @@ class TokenIssuer:
                 "iss": self.config.issuer,
             }
         claims = await self.own_token_claims(token)
-        if claims is None or int(claims.get("exp", 0)) <= self.clock():
+        now = self.clock()
+        if claims is None or int(claims.get("exp", 0)) <= now:
+            return {"active": False}
+        if int(claims.get("nbf", 0)) > now + NBF_LEEWAY_S:
+            # RFC 7662 §2.2: "active" means usable now; not before nbf (RFC 7519 §4.1.5).
             return {"active": False}
         if await self.store.access_token(str(claims.get("jti"))) is None:
             return {"active": False}

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -301,21 +302,24 @@ async def rotate_signing_key(
     alg: Alg,
     master_key: str | None,
     max_token_ttl_s: int,
+    *,
+    reload_interval_s: float = 15.0,
 ) -> str:
     """Retire the active key(s) and create a new one; returns the new kid.
 
     Retired keys stay in the JWKS until `not_after` = now + the longest access-token
-    lifetime, by when every token they signed has expired. Running replicas pick up the new
-    key within their `KeyReloader` interval; until then they still sign with the retired
-    key, which stays published well past that (the 60 s margin exceeds the interval).
+    lifetime + a margin, by when every token they signed has expired. Running replicas pick
+    up the new key within their `KeyReloader` interval (`reload_interval_s`); until then they
+    still sign with the retired key, so the margin is that interval plus 60 s.
     """
+    margin_s = 60 + math.ceil(reload_interval_s)
     now = utcnow()
     async with sessionmaker() as session, session.begin():
         for row in (
             await session.scalars(select(SigningKeyRow).where(SigningKeyRow.retired_at.is_(None)))
         ).all():
             row.retired_at = now
-            row.not_after = now + timedelta(seconds=max_token_ttl_s + 60)
+            row.not_after = now + timedelta(seconds=max_token_ttl_s + margin_s)
         return _add_key(session, alg, master_key)
 
 

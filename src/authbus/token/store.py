@@ -42,13 +42,17 @@ class Rotation:
     """The outcome of presenting a refresh token.
 
     `rotated`: first use, `data` is the old token's record and the new token is stored;
-    `grace`: already rotated moments ago (a client's retry; refused without revoking);
-    `reused`: already rotated long ago, the family should be revoked (RFC 9700 §4.14.2);
+    `grace`: already rotated moments ago (a client retrying after a lost response):
+    `next_hash` and `successor` are what the first rotation stored, so the caller can answer
+    the retry with the same new token instead of revoking;
+    `reused`: already rotated longer ago, the family should be revoked (RFC 9700 §4.14.2);
     `revoked`: the family is gone; `unknown`: no such token.
     """
 
     status: RotationStatus
     data: Json | None = None
+    next_hash: str | None = None
+    successor: str | None = None
 
 
 class TokenStore(Protocol):
@@ -114,9 +118,12 @@ class TokenStore(Protocol):
         ttl_s: float,
         grace_s: float,
         subject: str | None = None,
+        *,
+        successor: str | None = None,
     ) -> Rotation:
         """Replace `old_hash` by `new_hash` in one atomic step (see `Rotation`); a rotated
-        family stays indexed under `subject` for its new lifetime."""
+        family stays indexed under `subject` for its new lifetime. `successor` (opaque, the
+        new token sealed under the old one) is kept for replays within `grace_s`."""
 
     async def revoke_family(self, family: str) -> list[str]:
         """Revoke a refresh family and the access tokens issued from it; returns their jtis."""
@@ -172,19 +179,21 @@ redis.call('SET', KEYS[1], cjson.encode(d), 'KEEPTTL')
 return v
 """
 
-# KEYS: family, old, old_rotated, new. ARGV: new_data, ttl_ms, now_ms, grace_ms.
+# KEYS: family, old, old_rotated, new. ARGV: new_data, ttl_ms, now_ms, grace_ms, marker.
+# The rotated marker is JSON {"at": ms, "next": new hash, "successor": sealed new token}.
 _ROTATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'revoked'} end
 local v = redis.call('GET', KEYS[2])
 if not v then return {'unknown'} end
 local r = redis.call('GET', KEYS[3])
 if r then
-  if tonumber(ARGV[3]) - tonumber(r) <= tonumber(ARGV[4]) then return {'grace', v} end
+  local at = tonumber(cjson.decode(r)['at'])
+  if tonumber(ARGV[3]) - at <= tonumber(ARGV[4]) then return {'grace', v, r} end
   return {'reused', v}
 end
 local left = redis.call('PTTL', KEYS[2])
 if left < 1 then left = tonumber(ARGV[2]) end
-redis.call('SET', KEYS[3], ARGV[3], 'PX', left)
+redis.call('SET', KEYS[3], ARGV[5], 'PX', left)
 redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return {'rotated', v}
@@ -312,6 +321,8 @@ class RedisTokenStore:
         ttl_s: float,
         grace_s: float,
         subject: str | None = None,
+        *,
+        successor: str | None = None,
     ) -> Rotation:
         # Indexed for the extended lifetime before rotating (harmless if rotation fails).
         await self._index(subject, _FAMILY, family, ttl_s)
@@ -322,12 +333,13 @@ class RedisTokenStore:
             self.keys.refresh(family, new_hash),
         ]
         now_ms = int(time.time() * 1000)
+        marker = _dump({"at": now_ms, "next": new_hash, "successor": successor})
         out = await self._rotate(
-            keys=keys, args=[_dump(new_data), _ms(ttl_s), now_ms, int(grace_s * 1000)]
+            keys=keys, args=[_dump(new_data), _ms(ttl_s), now_ms, int(grace_s * 1000), marker]
         )
         status = out[0].decode() if isinstance(out[0], bytes) else str(out[0])
         data = _load(out[1]) if len(out) > 1 else None
-        return Rotation(status, data)  # type: ignore[arg-type]
+        return _rotation(status, data, _load(out[2]) if len(out) > 2 else None)
 
     async def revoke_family(self, family: str) -> list[str]:
         fam_jtis = self.keys.family_tokens(family)
@@ -372,6 +384,18 @@ class RedisTokenStore:
             elif kind == _CODE:
                 revoked += int(await self.redis.delete(self.keys.code(ident)))
         return revoked
+
+
+def _rotation(status: str, data: Json | None, marker: Json | None) -> Rotation:
+    if status == "grace" and marker is not None:
+        next_hash, successor = marker.get("next"), marker.get("successor")
+        return Rotation(
+            "grace",
+            data,
+            next_hash=str(next_hash) if next_hash else None,
+            successor=str(successor) if successor else None,
+        )
+    return Rotation(status, data)  # type: ignore[arg-type]
 
 
 def _text(value: bytes | str) -> str:
@@ -543,6 +567,8 @@ class MemoryTokenStore:
         ttl_s: float,
         grace_s: float,
         subject: str | None = None,
+        *,
+        successor: str | None = None,
     ) -> Rotation:
         fam = self.keys.family(family)
         if self._get(fam) is None:
@@ -550,13 +576,14 @@ class MemoryTokenStore:
         old = self._get(self.keys.refresh(family, old_hash))
         if old is None:
             return Rotation("unknown")
-        now = time.time()
-        rotated_at = self._get(self.keys.refresh_rotated(family, old_hash))
-        if rotated_at is not None:
-            status: RotationStatus = "grace" if now - rotated_at <= grace_s else "reused"
-            return Rotation(status, dict(old))
+        now = self._clock()
+        marker: Json | None = self._get(self.keys.refresh_rotated(family, old_hash))
+        if marker is not None:
+            status = "grace" if now - float(marker["at"]) <= grace_s else "reused"
+            return _rotation(status, dict(old), marker)
         left = self._ttl(self.keys.refresh(family, old_hash)) or ttl_s
-        self._set(self.keys.refresh_rotated(family, old_hash), now, left)
+        marker = {"at": now, "next": new_hash, "successor": successor}
+        self._set(self.keys.refresh_rotated(family, old_hash), marker, left)
         self._set(self.keys.refresh(family, new_hash), dict(new_data), ttl_s)
         if self._ttl(fam) < ttl_s:
             self._set(fam, True, ttl_s)

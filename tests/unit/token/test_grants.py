@@ -427,7 +427,23 @@ async def test_refresh_reuse_revokes_family(
         assert (await issuer.introspect(token))["active"] is False
 
 
-async def test_refresh_within_grace_does_not_revoke(
+async def test_refresh_retried_within_grace_gets_the_same_new_token(
+    server: AuthorizationServer, issuer: TokenIssuer
+) -> None:
+    # The client lost the first response and retries with the old token.
+    issuer.config = replace(issuer.config, refresh_reuse_grace_s=30)
+    first = await _refresh_pair(server)
+    client = await server.authenticate_client(basic("web", SECRET), {})
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    second = (await server.token_request(client, form)).response()
+    retried = (await server.token_request(client, form)).response()
+    assert retried["refresh_token"] == second["refresh_token"]
+    assert retried["access_token"] != second["access_token"]
+    for token in (second["access_token"], retried["access_token"], second["refresh_token"]):
+        assert (await issuer.introspect(token))["active"] is True
+
+
+async def test_refresh_retry_after_the_new_token_was_used_is_refused(
     server: AuthorizationServer, issuer: TokenIssuer
 ) -> None:
     issuer.config = replace(issuer.config, refresh_reuse_grace_s=30)
@@ -435,9 +451,33 @@ async def test_refresh_within_grace_does_not_revoke(
     client = await server.authenticate_client(basic("web", SECRET), {})
     form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     second = (await server.token_request(client, form)).response()
+    third = (
+        await server.token_request(
+            client, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
+        )
+    ).response()
     with pytest.raises(InvalidGrant, match="just used"):
         await server.token_request(client, form)
-    assert (await issuer.introspect(second["refresh_token"]))["active"] is True
+    assert (await issuer.introspect(third["refresh_token"]))["active"] is True
+
+
+async def test_refresh_retry_within_grace_by_another_client_is_refused(
+    server: AuthorizationServer, issuer: TokenIssuer, clients: DictClients
+) -> None:
+    issuer.config = replace(issuer.config, refresh_reuse_grace_s=30)
+    first = await _refresh_pair(server)
+    client = await server.authenticate_client(basic("web", SECRET), {})
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    await server.token_request(client, form)
+    other = Client(
+        "web2",
+        "Another app",
+        "confidential",
+        secret_hash=clients.clients["web"].secret_hash,
+        grant_types=("refresh_token",),
+    )
+    with pytest.raises(InvalidGrant, match="not issued to this client"):
+        await server.token_request(other, form)
 
 
 async def test_refresh_token_of_another_client(
@@ -533,6 +573,53 @@ async def test_unknown_resource_is_invalid_target(server: AuthorizationServer) -
             {"response_type": "code", "client_id": "web", "resource": "https://evil.example"}
         )
     assert query_of(info.value.redirect_to)["error"] == "invalid_target"
+
+
+ORDERS = "https://orders.example.com"
+BILLING = "https://billing.example.com"
+
+
+async def _exchange(server: AuthorizationServer, code: str, **extra: str) -> IssuedGrant:
+    web = await server.authenticate_client(basic("web", SECRET), {})
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": "https://app.example.com/cb",
+        "code_verifier": VERIFIER,
+        **extra,
+    }
+    return await server.token_request(web, form)
+
+
+async def test_resource_named_at_the_token_request_sets_audience_and_sticks(
+    server: AuthorizationServer, issuer: TokenIssuer
+) -> None:
+    # RFC 8707 §2.2: no resource at /authorize, one at /token.
+    issuer.config = replace(issuer.config, audiences=("authbus", ORDERS, BILLING))
+    code, _ = await code_for(server)
+    grant = await _exchange(server, code, resource=ORDERS)
+    claims = issuer.decode_access_token(grant.access_token)
+    assert claims is not None and claims["aud"] == ORDERS
+    web = await server.authenticate_client(basic("web", SECRET), {})
+    refresh = {"grant_type": "refresh_token", "refresh_token": str(grant.refresh_token)}
+    with pytest.raises(InvalidTarget):
+        await server.token_request(web, {**refresh, "resource": BILLING})
+    renewed = await server.token_request(web, refresh)
+    claims = issuer.decode_access_token(renewed.access_token)
+    assert claims is not None and claims["aud"] == ORDERS
+
+
+async def test_token_request_cannot_switch_the_authorized_resource(
+    server: AuthorizationServer, issuer: TokenIssuer
+) -> None:
+    issuer.config = replace(issuer.config, audiences=("authbus", ORDERS, BILLING))
+    code, _ = await code_for(server, resource=ORDERS)
+    with pytest.raises(InvalidTarget):
+        await _exchange(server, code, resource=BILLING)
+    code, _ = await code_for(server, resource=ORDERS)
+    same = await _exchange(server, code, resource=ORDERS)
+    claims = issuer.decode_access_token(same.access_token)
+    assert claims is not None and claims["aud"] == ORDERS
 
 
 async def test_client_audience_is_default(

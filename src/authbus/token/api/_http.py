@@ -9,6 +9,7 @@ from jinja2 import Environment
 from authbus.core.errors import AuthbusError
 from authbus.core.settings import Settings
 from authbus.token.errors import InvalidRequest
+from authbus.token.metrics import TokenMetrics
 from authbus.token.service import TokenService
 
 # RFC 6749 §5.1: token responses must not be cached.
@@ -26,6 +27,11 @@ BUILTIN_SCOPES = (
 def service_of(request: Request) -> TokenService:
     svc: TokenService = request.app.state.token
     return svc
+
+
+def metrics_of(request: Request) -> TokenMetrics:
+    metrics: TokenMetrics = request.app.state.token_metrics
+    return metrics
 
 
 def templates_of(request: Request) -> Environment:

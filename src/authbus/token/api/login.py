@@ -18,6 +18,7 @@ from authbus.core.errors import AuthbusError
 from authbus.token.api._http import (
     NO_STORE,
     cookie_name,
+    metrics_of,
     read_form,
     read_query,
     secure_cookies,
@@ -55,6 +56,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 GENERIC_LOGIN_ERROR = "Invalid username or password."
+UNAVAILABLE_ERROR = "Sign-in is temporarily unavailable. Please try again in a moment."
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -159,6 +161,8 @@ async def _finish(request: Request, auth: AuthorizationRequest, session: Session
     """Approve the request for a signed-in user holding the scopes and having consented."""
     svc = service_of(request)
     url = await svc.server.approve(auth, subject=session.user_id, auth_time=session.auth_time)
+    if auth.response_type == "token":
+        metrics_of(request).issued.labels("implicit").inc()
     return _redirect(url)
 
 
@@ -235,8 +239,12 @@ async def _login(request: Request, auth: AuthorizationRequest, form: Mapping[str
         denied = AccessDenied("the user may not grant the requested access")
         return _redirect(auth.error_redirect(denied))
     except TemporarilyUnavailable as exc:
-        # RFC 6749 §4.1.2.1 temporarily_unavailable, sent to the (verified) client.
-        return _redirect(auth.error_redirect(exc))
+        # The user service is down: the user stays on our page (503, Retry-After) and can
+        # sign in again once it is back, rather than being bounced to the client with
+        # RFC 6749 §4.1.2.1 `temporarily_unavailable` and having to start over.
+        page = _login_page(request, auth, error=UNAVAILABLE_ERROR, username=username, status=503)
+        page.headers.update(exc.headers)
+        return page
     # A fresh session id at every sign-in (no session fixation); the old one ends.
     await svc.end_session(request.cookies.get(cookie_name(request, SSO_COOKIE)))
     cookie, session = await svc.start_session(user)

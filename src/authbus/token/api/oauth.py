@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from authbus.token.api._http import (
     BUILTIN_SCOPES,
     NO_STORE,
+    metrics_of,
     oauth_json,
     read_form,
     service_of,
@@ -35,12 +36,15 @@ async def _authenticated_client(request: Request, form: Mapping[str, str]) -> Cl
 
 @router.post("/token", tags=["oauth"], summary="Token endpoint (RFC 6749 §3.2)")
 async def token(request: Request) -> Response:
+    metrics = metrics_of(request)
     try:
         form = await read_form(request)
         client = await _authenticated_client(request, form)
         grant = await service_of(request).server.token_request(client, form)
     except OAuthError as exc:
+        metrics.errors.labels(exc.code).inc()
         return oauth_json(exc)
+    metrics.issued.labels(form["grant_type"]).inc()
     return JSONResponse(grant.response(), headers=NO_STORE)
 
 
