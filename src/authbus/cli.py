@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from authbus.core.settings import SERVICE_NAMES, Settings
+from authbus.core.settings import SERVICE_NAMES, Settings, redact_url
+from authbus.event.cli import events_app
 from authbus.token.cli import client_app, keys_app
 from authbus.user.cli import user_app as user_commands
 
@@ -31,6 +32,7 @@ cli = typer.Typer(
 cli.add_typer(user_commands, name="user")
 cli.add_typer(client_app, name="client")
 cli.add_typer(keys_app, name="keys")
+cli.add_typer(events_app, name="events")
 
 
 class Service(enum.StrEnum):
@@ -182,7 +184,7 @@ def migrate(
     settings = Settings()
     for svc in services or list(Service):
         upgrade(settings.database_url(svc.value), svc.value)
-        _say(f"migrated {svc.value}: {_redact(settings.database_url(svc.value))}")
+        _say(f"migrated {svc.value}: {redact_url(settings.database_url(svc.value))}")
 
 
 @cli.command()
@@ -218,21 +220,10 @@ def config(
     settings = Settings()
     data = json.loads(settings.model_dump_json())
     for name in SERVICE_NAMES:
-        data[name]["database_url"] = _redact(settings.database_url(name))
+        data[name]["database_url"] = redact_url(settings.database_url(name))
     if data.get("redis_url"):
-        data["redis_url"] = _redact(data["redis_url"])
+        data["redis_url"] = redact_url(data["redis_url"])
     _say(json.dumps(data, indent=2))
-
-
-def _redact(url: str) -> str:
-    """Hide a password inside a URL."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _say(line: str) -> None:

@@ -1,4 +1,6 @@
-"""The delivery scripts against a real Redis: fan-out, claim, ack, leases, reaper, dead letters."""
+"""The delivery scripts against a real Redis and a real 3-master Redis Cluster: fan-out, claim,
+ack, leases, reaper, dead letters. Every key of a channel shares its `{channel}` hash tag, so
+each script runs on one cluster node (DESIGN.md "Events")."""
 
 from __future__ import annotations
 
@@ -6,10 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from authbus.common._envelope import Event, format_delivery, parse_delivery
-from authbus.common._scripts import DeliveryOps
+from authbus.common._scripts import AsyncRedis, DeliveryOps, connect
+from tests.contracts.redis_cluster import shared_cluster
 
 CHANNEL = "orders"
 
@@ -18,15 +20,24 @@ def make_event(position: int) -> Event:
     return Event(id=f"id-{position}", position=position, channel=CHANNEL, type="t")
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def delivery_url(request: pytest.FixtureRequest) -> str:
+    """A plain Redis (emptied for the test) or a Redis Cluster node (`?cluster=true`)."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return shared_cluster(request).url
+
+
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis_url, decode_responses=True)
+async def client(delivery_url: str) -> AsyncIterator[AsyncRedis]:
+    c = connect(delivery_url, decode_responses=True)
     yield c
     await c.aclose()
 
 
 @pytest.fixture
-def ops(client: aioredis.Redis, redis_prefix: str) -> DeliveryOps:
+def ops(client: AsyncRedis, redis_prefix: str) -> DeliveryOps:
     return DeliveryOps(client, redis_prefix, CHANNEL)
 
 
@@ -89,9 +100,9 @@ async def test_claim_moves_the_oldest_item_and_leases_it(ops: DeliveryOps) -> No
 
 
 async def test_each_item_is_claimed_by_exactly_one_of_many_instances(
-    redis_url: str, redis_prefix: str
+    delivery_url: str, redis_prefix: str
 ) -> None:
-    clients = [aioredis.Redis.from_url(redis_url, decode_responses=True) for _ in range(8)]
+    clients = [connect(delivery_url, decode_responses=True) for _ in range(8)]
     instances = [DeliveryOps(c, redis_prefix, CHANNEL) for c in clients]
     await subscribe(instances[0], "billing")
     items = [format_delivery(make_event(p)) for p in range(1, 201)]

@@ -57,6 +57,10 @@ class ChannelKeys:
         """Hash: subscriber -> log position from which it must catch up (it overflowed)."""
         return f"{self._base}:lagging"
 
+    def processed(self, subscriber: str, event_id: str) -> str:
+        """String with TTL: `subscriber` finished `event_id` (the processed-id guard)."""
+        return f"{self._base}:processed:{subscriber}:{event_id}"
+
 
 def token_key(prefix: str, jti: str) -> str:
     """String with TTL: an issued access token that is still active (deleted on revocation)."""

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -23,9 +24,34 @@ from redis.exceptions import NoScriptError
 
 from authbus.common._keys import ChannelKeys
 
-__all__ = ["AsyncRedis", "DeliveryOps", "LuaScript"]
+__all__ = ["AsyncRedis", "DeliveryOps", "LuaScript", "connect", "is_cluster_url"]
 
 AsyncRedis = Union["aioredis.Redis", "RedisCluster"]
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for `redis+cluster://...` or a URL with `?cluster=true` (as AUTHBUS_REDIS_URL)."""
+    parts = urlsplit(url)
+    flag = dict(parse_qsl(parts.query)).get("cluster", "").lower()
+    return parts.scheme == "redis+cluster" or flag in ("1", "true", "yes")
+
+
+def connect(url: str, **kwargs: Any) -> AsyncRedis:
+    """A client for `url`: redis-py's cluster client for a cluster URL, else a plain one.
+
+        connect("redis://10.0.0.5:7000/0?cluster=true", decode_responses=True)
+
+    The same URL convention as the services (`authbus.core.redis`), which `common` cannot
+    import: it is installed without the server stack.
+    """
+    if not is_cluster_url(url):
+        return aioredis.Redis.from_url(url, **kwargs)
+    parts = urlsplit(url)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "cluster"])
+    scheme = "redis" if parts.scheme == "redis+cluster" else parts.scheme
+    plain = urlunsplit((scheme, parts.netloc, parts.path, query, parts.fragment))
+    kwargs.pop("health_check_interval", None)
+    return RedisCluster.from_url(plain, **kwargs)
 
 
 class LuaScript:

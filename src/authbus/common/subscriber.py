@@ -28,13 +28,12 @@ import uuid
 from collections.abc import Awaitable
 from typing import ClassVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from authbus.common._envelope import Event, InvalidDelivery, parse_delivery, valid_name
 from authbus.common._keys import DEFAULT_PREFIX, ChannelKeys
-from authbus.common._scripts import AsyncRedis, DeliveryOps
+from authbus.common._scripts import AsyncRedis, DeliveryOps, connect
 
 __all__ = ["Event", "EventSubscriber", "ProcessedGuard"]
 
@@ -43,11 +42,6 @@ log = logging.getLogger("authbus.subscriber")
 # Errors after which the subscriber waits and reconnects (Redis restarted, network cut, a
 # connection pool exhausted): every Redis error, so no failure turns into a busy loop.
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
-
-
-def _processed_key(keys: ChannelKeys, subscriber: str, event_id: str) -> str:
-    # Pending move to authbus.common._keys (ChannelKeys.processed), which the lead owns.
-    return f"{keys.subscribers.removesuffix(':subscribers')}:processed:{subscriber}:{event_id}"
 
 
 class ProcessedGuard:
@@ -72,14 +66,11 @@ class ProcessedGuard:
 
     async def already_processed(self, event_id: str) -> bool:
         """True when `event_id` was marked within the last `ttl_s` seconds."""
-        key = _processed_key(self.keys, self.subscriber, event_id)
-        return bool(await self.client.exists(key))
+        return bool(await self.client.exists(self.keys.processed(self.subscriber, event_id)))
 
     async def mark_processed(self, event_id: str) -> None:
         """Remember `event_id` for `ttl_s` seconds."""
-        await self.client.set(
-            _processed_key(self.keys, self.subscriber, event_id), "1", ex=self.ttl_s
-        )
+        await self.client.set(self.keys.processed(self.subscriber, event_id), "1", ex=self.ttl_s)
 
 
 class EventSubscriber:
@@ -90,6 +81,9 @@ class EventSubscriber:
 
     - `lease_ms`: how long a claimed event is reserved for this instance before another
       may retry it; renewed every third of it while the handler runs.
+    - `renew_leases`: False turns renewal off, so a handler running longer than `lease_ms`
+      counts as hung and its event is redelivered (the late ack then removes nothing).
+    - `redis_url`: `redis://...`, or with `?cluster=true` for a Redis Cluster node.
     - `max_deliveries`: after that many failed deliveries the event goes to the dead list.
     - `concurrency`: events processed at once by this instance.
     - `poll_interval`: seconds between drains without notification (pub/sub drops messages
@@ -106,6 +100,7 @@ class EventSubscriber:
         *,
         prefix: str = DEFAULT_PREFIX,
         lease_ms: int = 30_000,
+        renew_leases: bool = True,
         max_deliveries: int = 5,
         concurrency: int = 8,
         poll_interval: float = 5.0,
@@ -123,6 +118,7 @@ class EventSubscriber:
         self.redis_url = redis_url
         self.prefix = prefix
         self.lease_ms = lease_ms
+        self.renew_leases = renew_leases
         self.max_deliveries = max_deliveries
         self.concurrency = max(1, concurrency)
         self.poll_interval = poll_interval
@@ -156,7 +152,7 @@ class EventSubscriber:
         self._wake = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
-        client = self._given_client or aioredis.Redis.from_url(
+        client = self._given_client or connect(
             self.redis_url or "", decode_responses=True, socket_connect_timeout=2
         )
         ops = DeliveryOps(client, self.prefix, self.channel)
@@ -232,18 +228,22 @@ class EventSubscriber:
         assert self._stopping is not None and self._wake is not None
         await self._heartbeat(client, ops)  # registers this subscriber name
         pubsub = client.pubsub()
+        # The session's loops also end on this flag, not on cancellation alone: redis-py's
+        # cluster client can swallow a CancelledError raised inside a command.
+        ended = asyncio.Event()
         try:
             await pubsub.subscribe(self.keys.notify)
             self._wake.set()  # drain at start: events may have arrived while we were away
             self.ready.set()
             tasks = [
-                asyncio.create_task(self._listen(pubsub)),
-                asyncio.create_task(self._tick(client, ops)),
-                asyncio.create_task(self._claim_loop(ops)),
-                asyncio.create_task(self._renew_loop(ops)),
+                asyncio.create_task(self._listen(pubsub, ended)),
+                asyncio.create_task(self._tick(client, ops, ended)),
+                asyncio.create_task(self._claim_loop(ops, ended)),
+                asyncio.create_task(self._renew_loop(ops, ended)),
                 asyncio.create_task(self._stopping.wait()),
             ]
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            ended.set()
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -251,21 +251,21 @@ class EventSubscriber:
             if errors:
                 raise errors[0]
         finally:
+            ended.set()
             with contextlib.suppress(*_REDIS_DOWN):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        assert self._wake is not None and self._stopping is not None
-        while not self._stopping.is_set():
+    async def _listen(self, pubsub: PubSub, ended: asyncio.Event) -> None:
+        assert self._wake is not None
+        while not ended.is_set():
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None:
                 self._wake.set()
 
-    async def _tick(self, client: AsyncRedis, ops: DeliveryOps) -> None:
+    async def _tick(self, client: AsyncRedis, ops: DeliveryOps, ended: asyncio.Event) -> None:
         """Heartbeat, reaper and the drain timer, every `poll_interval`."""
         assert self._wake is not None
-        while True:
-            await asyncio.sleep(self.poll_interval)
+        while not await _wait_flag(ended, self.poll_interval):
             await self._heartbeat(client, ops)
             self._wake.set()
 
@@ -287,9 +287,9 @@ class EventSubscriber:
         if requeued:
             log.info("expired deliveries requeued", extra={"count": requeued})
 
-    async def _claim_loop(self, ops: DeliveryOps) -> None:
+    async def _claim_loop(self, ops: DeliveryOps, ended: asyncio.Event) -> None:
         assert self._wake is not None and self._stopping is not None
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not ended.is_set():
             free = self.concurrency - len(self._inflight)
             if free <= 0:
                 await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
@@ -305,10 +305,12 @@ class EventSubscriber:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
-    async def _renew_loop(self, ops: DeliveryOps) -> None:
+    async def _renew_loop(self, ops: DeliveryOps, ended: asyncio.Event) -> None:
         """Renew the leases of every in-flight delivery, every third of the lease."""
-        while True:
-            await asyncio.sleep(self.lease_ms / 3000)
+        if not self.renew_leases:
+            await ended.wait()
+            return
+        while not await _wait_flag(ended, self.lease_ms / 3000):
             items = list(self._inflight.values())
             held = await ops.renew(self.name, items, self.lease_ms)
             still = set(self._inflight.values())  # not those finished meanwhile
@@ -371,11 +373,20 @@ class EventSubscriber:
         if not self._inflight:
             return
         # Handlers finishing during shutdown keep their leases.
-        renewing = asyncio.create_task(self._renew_loop(ops))
+        finished = asyncio.Event()
+        renewing = asyncio.create_task(self._renew_loop(ops, finished))
         _done, pending = await asyncio.wait(list(self._inflight), timeout=self.stop_timeout)
         for task in pending:
             # Left in processing: the reaper of another instance requeues it after the lease.
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        finished.set()
         renewing.cancel()
         await asyncio.gather(renewing, return_exceptions=True)
+
+
+async def _wait_flag(flag: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `flag`; True when it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(flag.wait(), seconds)
+    return flag.is_set()

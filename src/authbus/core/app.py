@@ -8,6 +8,7 @@ app.state.readiness["database"] = check_database
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authbus import __version__
-from authbus.core.errors import AuthbusError
+from authbus.core.errors import AuthbusError, DependencyUnavailable
 from authbus.core.logging import request_id_var
 from authbus.core.metrics import CONTENT_TYPE_LATEST, Metrics
 from authbus.core.settings import Settings
@@ -116,17 +117,42 @@ def install_error_handlers(app: FastAPI) -> None:
             body = {"error": code, "error_description": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(OSError)
+    async def _connection_failed(_request: Request, exc: OSError) -> Response:
+        # A dependency's socket failed below its client library's own errors (asyncpg raises
+        # ConnectionRefusedError unwrapped; asyncio raises a bare OSError when every address
+        # failed): a 503 with Retry-After, like DependencyUnavailable, not a 500.
+        if not is_connection_failure(exc):
+            return _server_error(exc)
+        log.warning("a dependency is unreachable", extra={"error": type(exc).__name__})
+        unavailable = DependencyUnavailable("a service this one depends on is unreachable")
+        return JSONResponse(
+            unavailable.body(), status_code=unavailable.status_code, headers=unavailable.headers
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(
-            {
-                "error": "server_error",
-                "error_description": "internal error",
-                "request_id": request_id_var.get(),
-            },
-            status_code=500,
-        )
+        return _server_error(exc)
+
+
+def is_connection_failure(exc: OSError) -> bool:
+    """Whether `exc` is a network failure (refused, reset, timed out, unresolvable host, or
+    asyncio's bare OSError for "connect call failed") rather than a file-system error."""
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror | socket.herror):
+        return True
+    return type(exc) is OSError
+
+
+def _server_error(exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(
+        {
+            "error": "server_error",
+            "error_description": "internal error",
+            "request_id": request_id_var.get(),
+        },
+        status_code=500,
+    )
 
 
 def build_app(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,7 +65,10 @@ class TokenSettings(ServiceSettings):
     access_token_ttl_s: int = Field(900, description="Access token lifetime (s).")
     refresh_token_ttl_s: int = Field(30 * 24 * 3600, description="Refresh token lifetime (s).")
     refresh_reuse_grace_s: int = Field(
-        10, description="A rotated refresh token replayed within this is refused, not fatal."
+        10,
+        ge=0,
+        description="A rotated refresh token presented again within this (the client lost "
+        "the response) gets the same new token back instead of revoking the grant; 0: off.",
     )
     code_ttl_s: int = Field(60, description="Authorization code lifetime (s).")
     sso_session_ttl_s: int = Field(8 * 3600, description="Login session (SSO cookie) life (s).")
@@ -77,6 +81,12 @@ class TokenSettings(ServiceSettings):
     )
     master_key: SecretStr | None = Field(
         None, description="Encrypts private signing keys at rest when set."
+    )
+    key_reload_interval_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often a running token service re-reads its signing keys, so "
+        "`authbus keys rotate` reaches every replica (also at once on an unknown `kid`).",
     )
 
 
@@ -165,3 +175,15 @@ class Settings(BaseSettings):
 
     def credentials_path(self) -> Path:
         return self.data_dir / "credentials.json"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password hidden, for printing (secrets are never shown).
+
+    redact_url("postgresql://authbus:s3cret@db/user")  # 'postgresql://authbus:***@db/user'
+    """
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

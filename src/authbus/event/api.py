@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from authbus.common._envelope import NAME_PATTERN, Event
 from authbus.common.security import Caller, requires
-from authbus.event.errors import EventTooLarge, SubscriberNotFound
+from authbus.event.errors import DeliveryUnavailable, EventTooLarge, SubscriberNotFound
 from authbus.event.log import EventLog, NewEvent
 from authbus.event.service import MAX_BATCH, EventService
 from authbus.event.subscriptions import Subscriptions
@@ -204,18 +204,35 @@ async def read_aggregate(
     )
 
 
-@router.get("/v1/channels", summary="Channels in the log")
+@router.get("/v1/channels", summary="Channels in the log, with delivery stats")
 async def list_channels(
     _caller: Caller = Depends(requires("events:read")),
     event_log: EventLog = Depends(_log),
+    subs: Subscriptions = Depends(_subscriptions),
 ) -> dict[str, Any]:
-    """Every channel with its event count and last position."""
-    return {
-        "channels": [
-            {"channel": c.channel, "events": c.events, "last_position": c.last_position}
-            for c in await event_log.channels()
-        ]
-    }
+    """Every channel with its event count, last position and per-subscriber delivery figures.
+
+    When Redis is down or not configured the log part is still answered: `subscribers` is
+    null and `delivery` says `unavailable` (the log does not depend on Redis).
+    """
+    found = []
+    delivery = "ok"
+    for c in await event_log.channels():
+        subscribers = None
+        if delivery == "ok":
+            try:
+                subscribers = [s.__dict__ for s in (await subs.stats(c.channel)).subscribers]
+            except DeliveryUnavailable:
+                delivery = "unavailable"
+        found.append(
+            {
+                "channel": c.channel,
+                "events": c.events,
+                "last_position": c.last_position,
+                "subscribers": subscribers,
+            }
+        )
+    return {"channels": found, "delivery": delivery}
 
 
 @router.get("/v1/channels/{channel}", summary="Delivery stats of a channel")

@@ -27,6 +27,7 @@ from authbus.event.api import router
 from authbus.event.delivery import Dispatcher, Fanout
 from authbus.event.errors import EventTooLarge
 from authbus.event.log import EventLog, SqlEventLog
+from authbus.event.metrics import DeliveryMetrics
 from authbus.event.service import EventService
 from authbus.event.subscriptions import Subscriptions
 
@@ -128,10 +129,16 @@ def create_app(
         )
         app.state.event_log = log
         app.state.dispatcher = dispatcher
-        app.state.subscriptions = Subscriptions(client, settings.redis_prefix, log)
-        app.state.event_service = EventService(
-            log, dispatcher, on_published=lambda ch, n: published.labels(ch).inc(n)
-        )
+        subscriptions = Subscriptions(client, settings.redis_prefix, log)
+        app.state.subscriptions = subscriptions
+        lag = DeliveryMetrics(metrics.registry, subscriptions, log)
+        app.state.delivery_metrics = lag
+
+        def on_published(channel: str, count: int) -> None:
+            published.labels(channel).inc(count)
+            lag.saw_channel(channel)
+
+        app.state.event_service = EventService(log, dispatcher, on_published=on_published)
         app.state.readiness["database"] = log.ping
         if client is not None:
             redis_client = client
@@ -144,12 +151,20 @@ def create_app(
         app.state.dispatcher_task = task
         stop_housekeeping = asyncio.Event()
         housekeeping = asyncio.create_task(_housekeeping(log, stop_housekeeping))
+        # Delivery lag on /metrics needs Redis; without it there is no delivery to watch.
+        lag_task = (
+            asyncio.create_task(lag.run(stop_housekeeping), name="event-delivery-metrics")
+            if client is not None
+            else None
+        )
         try:
             yield
         finally:
             dispatcher.stop()
             stop_housekeeping.set()
             await housekeeping
+            if lag_task is not None:
+                await lag_task
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, 10)
             if own_redis and client is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.exceptions import RedisError
@@ -35,6 +36,8 @@ class SubscriberStats:
     instances: list[dict[str, Any]] = field(default_factory=list)
     stale: bool = False
     lagging_since_position: int | None = None
+    # Seconds since the oldest waiting event was published (0 when nothing waits).
+    oldest_waiting_age_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,19 @@ class DeadLetter:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _age_s(item: Any, now_ms: float) -> float:
+    """Seconds since the event in delivery `item` was created; 0 for none or unreadable."""
+    if item is None:
+        return 0.0
+    try:
+        created = parse_delivery(_text(item)).event.created_at
+    except InvalidDelivery:
+        return 0.0
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return max(0.0, round(now_ms / 1000 - created.timestamp(), 3))
 
 
 class Subscriptions:
@@ -147,12 +163,15 @@ class Subscriptions:
                 waiting = int(await client.llen(k.published(name)))
                 processing = int(await client.llen(k.processing(name)))
                 dead = int(await client.llen(k.dead(name)))
+                # Consumers take from the right: the rightmost item is the oldest waiting.
+                oldest = await client.lindex(k.published(name), -1) if waiting else None
                 beats: list[tuple[Any, float]] = await client.zrange(  # type: ignore[assignment]
                     k.instances(name), 0, -1, withscores=True
                 )
                 instances = [
                     {
                         "id": _text(member),
+                        "last_seen_at": datetime.fromtimestamp(score / 1000, UTC).isoformat(),
                         "last_seen_ms_ago": max(0, int(now_ms - score)),
                         "stale": now_ms - score > self.stale_after_s * 1000,
                     }
@@ -167,6 +186,7 @@ class Subscriptions:
                         instances=instances,
                         stale=all(i["stale"] for i in instances),
                         lagging_since_position=lagging.get(name),
+                        oldest_waiting_age_s=_age_s(oldest, now_ms),
                     )
                 )
             return ChannelStats(channel, found)

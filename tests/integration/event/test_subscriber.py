@@ -168,7 +168,10 @@ async def test_many_instances_process_each_event_exactly_once(
         async def process_event(self, event: Event) -> None:
             processed.append(event.id)
 
-    subs = [Counter(redis_url, prefix=redis_prefix, concurrency=10, **FAST) for _ in range(50)]
+    # Long leases: this test is about the atomic claim; on a loaded machine a 2 s lease may
+    # expire and legitimately redeliver (at-least-once), which would blur what it checks.
+    opts = {**FAST, "lease_ms": 120_000}
+    subs = [Counter(redis_url, prefix=redis_prefix, concurrency=10, **opts) for _ in range(50)]
     async with running(*subs):
         await eventually(lambda: redis.sismember(subs[0].keys.subscribers, "billing"))
         for start in range(1, 10_001, 1000):
