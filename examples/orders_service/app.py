@@ -69,8 +69,9 @@ Writer = Annotated[Caller, Depends(requires("orders:write"))]
 class CancelOrdersOfDisabledUsers(EventSubscriber):
     """Cancels a user's open orders when the user service disables or deletes the account.
 
-    The user service announces `user.updated` with `{"disabled": true}` (and
-    `user.deleted`); `user.disabled` is accepted too. Each cancelled order is announced
+    The user service announces `user.disabled` / `user.enabled` / `user.deleted`; a
+    `user.updated` carrying `{"disabled": true}` (older producers) counts as disabling
+    too. Each cancelled order is announced
     as `order.cancelled`. Redelivery is harmless: cancelling twice cancels nothing more,
     and the announcements carry an `Idempotency-Key`, so a retry (the event raised
     because the event service was down) re-announces without duplicates.
@@ -181,7 +182,7 @@ def create_app(config: OrdersConfig) -> FastAPI:
     """
     store = OrderStore()
     login = BrowserLogin(
-        authorize_url=f"{config.token_url}/authorize",
+        authorize_url=f"{config.issuer_url}/authorize",  # where the browser goes
         token_url=f"{config.token_url}/token",
         client_id=config.client_id,
         client_secret=config.client_secret,
@@ -194,7 +195,7 @@ def create_app(config: OrdersConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = aioredis.Redis.from_url(config.redis_url, socket_connect_timeout=2)
         validator = TokenValidator(
-            issuer=config.token_url,
+            issuer=config.issuer_url,
             audiences=[config.audience],
             jwks_url=f"{config.token_url}/.well-known/jwks.json",
             revocation=RedisRevocationCheck(redis, config.redis_prefix),
@@ -210,10 +211,16 @@ def create_app(config: OrdersConfig) -> FastAPI:
             ),
         )
         subscriber = CancelOrdersOfDisabledUsers(
-            store, publisher, config.redis_url, prefix=config.redis_prefix, poll_interval=2.0
+            store,
+            publisher,
+            config.redis_url,
+            prefix=config.redis_prefix,
+            poll_interval=2.0,
+            stop_timeout=15.0,  # in-flight events get this long on shutdown
         )
         consuming = asyncio.create_task(subscriber.run(), name="orders-users-subscriber")
         app.state.token_validator = validator
+        app.state.redis = redis
         app.state.publisher = publisher
         app.state.subscriber = subscriber
         try:
@@ -307,13 +314,24 @@ def create_app(config: OrdersConfig) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
-        subscriber: CancelOrdersOfDisabledUsers | None = getattr(
-            request.app.state, "subscriber", None
-        )
-        ready = subscriber is not None and subscriber.ready.is_set()
+        """Ready when what serving needs answers: Redis (revocation checks, events) and the
+        subscriber is registered and listening. /healthz only says the process is alive."""
+        state = request.app.state
+        subscriber: CancelOrdersOfDisabledUsers | None = getattr(state, "subscriber", None)
+        listening = subscriber is not None and subscriber.ready.is_set()
+        try:
+            redis_ok = bool(await asyncio.wait_for(state.redis.ping(), 1.0))
+        except Exception:  # any failure to answer in time means not ready
+            redis_ok = False
+        ready = listening and redis_ok
         return JSONResponse(
-            {"status": "ok" if ready else "starting", "subscriber": ready},
+            {
+                "status": "ok" if ready else "unavailable",
+                "subscriber": listening,
+                "redis": redis_ok,
+            },
             status_code=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "5"},
         )
 
     return app

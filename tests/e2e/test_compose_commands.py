@@ -3,14 +3,16 @@
 No Docker engine runs on the build machines, so this test reads docker-compose.yml, takes each
 authbus service's `command` and `environment` as written (values from .env.example), points the
 container host names at loopback servers (Postgres, Redis, free ports), and runs them: the
-one-shot bootstrap job, the user and event services and two token replicas. The replicas share
-the token store: a token issued by one is introspected and revoked through the other.
+one-shot bootstrap job, the user and event services and two token replicas, then the example's
+client job and the example orders service itself. The replicas share the token store: a token
+issued by one is introspected and revoked through the other.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -56,30 +58,47 @@ def compose_services() -> dict[str, Any]:
     return services
 
 
+def argv_of(service: dict[str, Any]) -> list[str]:
+    """The service's command line as this machine runs it: the image's `authbus` entry point
+    or the compose `entrypoint`/`command`, with `python` this interpreter and files
+    bind-mounted from the repository at their repository paths."""
+    argv = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+    if argv[:1] != ["python"]:
+        return [sys.executable, "-m", "authbus", *argv]
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str) and volume.startswith("."):
+            source, target = volume.split(":")[:2]
+            mounts[target] = str(ROOT / source)
+    return [sys.executable, *(mounts.get(arg, arg) for arg in argv[1:])]
+
+
 class ComposeRun:
     """The compose services as local processes, with container host names mapped to loopback."""
 
     def __init__(self, redis_url: str, database_urls: dict[str, str], tmp: Path) -> None:
         self.ports = {"user": free_port(), "token": free_port(), "event": free_port()}
         self.token_b_port = free_port()
+        self.orders_port = free_port()
         self.tmp = tmp
+        variables = env_example()
         self.hosts = {
             "redis://redis:6379/0": redis_url,
             "http://user:8081": f"http://127.0.0.1:{self.ports['user']}",
             "http://token:8082": f"http://127.0.0.1:{self.ports['token']}",
             "http://event:8083": f"http://127.0.0.1:{self.ports['event']}",
+            # The public addresses (the gateway's, the example's published port).
+            variables["AUTHBUS_PUBLIC_TOKEN_URL"]: f"http://127.0.0.1:{self.ports['token']}",
+            variables["ORDERS_PUBLIC_URL"]: f"http://127.0.0.1:{self.orders_port}",
             "0.0.0.0": "127.0.0.1",  # noqa: S104 - replaced, never bound
         }
         self.database_urls = database_urls
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def env_of(self, service: dict[str, Any], port: int | None = None) -> dict[str, str]:
-        variables = env_example()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHBUS_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHBUS_", "ORDERS_"))}
         for key, raw in service["environment"].items():
-            value = interpolate(str(raw), variables)
-            for container, local in self.hosts.items():
-                value = value.replace(container, local)
+            value = self.local(str(raw))
             if key.endswith("__DATABASE_URL"):
                 value = self.database_urls[key.split("__")[0].removeprefix("AUTHBUS_").lower()]
             env[key] = value
@@ -88,31 +107,51 @@ class ComposeRun:
         env["AUTHBUS_DATA_DIR"] = str(self.tmp)
         for name, p in self.ports.items():
             env[f"AUTHBUS_{name.upper()}__PORT"] = str(p)
-        if port is not None:
+        if "ORDERS_PORT" in env:
+            env["ORDERS_PORT"] = str(self.orders_port)
+        if port is not None and argv_of(service)[1:3] == ["-m", "authbus"]:
             svc = service["command"][1]
             env[f"AUTHBUS_{svc.upper()}__PORT"] = str(port)
+        # The example's image has the repository's examples/ in its working directory.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         return env
+
+    def local(self, raw: str) -> str:
+        """A compose value as written (with .env.example values), hosts mapped to loopback."""
+        value = interpolate(raw, env_example())
+        for container, local in self.hosts.items():
+            value = value.replace(container, local)
+        return value
+
+    def argv(self, service: dict[str, Any]) -> list[str]:
+        return [self.local(arg) for arg in argv_of(service)]
 
     def run_once(self, name: str) -> subprocess.CompletedProcess[str]:
         service = compose_services()[name]
         return subprocess.run(
-            [sys.executable, "-m", "authbus", *service["command"]],
+            self.argv(service),
             env=self.env_of(service),
+            cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=120,
         )
 
-    def start(self, name: str, port: int) -> None:
+    def start(self, name: str, port: int) -> subprocess.Popen[bytes]:
         service = compose_services()[name]
-        self.procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "authbus", *service["command"]],
+        with (self.tmp / f"{name}-{port}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                self.argv(service),
                 env=self.env_of(service, port),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-        )
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
 
     def wait_ready(self, ports: list[int], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -125,7 +164,7 @@ class ComposeRun:
                 except httpx.HTTPError:
                     pass
             dead = [p for p in self.procs if p.poll() is not None]
-            assert not dead, f"a compose service exited with {dead[0].returncode}"
+            assert not dead, f"a compose service exited with {dead[0].returncode}\n{self.logs()}"
             time.sleep(0.2)
         assert not pending, f"not ready: {pending}"
 
@@ -197,3 +236,52 @@ def test_compose_commands_run_as_written_with_two_token_replicas(compose_run: Co
         headers={"Authorization": f"Bearer {token}"},
     )
     assert refused.status_code == 401
+
+
+def test_the_example_service_runs_from_its_compose_command(compose_run: ComposeRun) -> None:
+    run = compose_run
+    boot = run.run_once("migrate")
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    run.start("user", run.ports["user"])
+    run.start("token", run.ports["token"])
+    run.start("event", run.ports["event"])
+    run.wait_ready(list(run.ports.values()))
+
+    # The client job registers the example with the secret from .env, and may run again.
+    secret = env_example()["ORDERS_CLIENT_SECRET"]
+    first = run.run_once("orders-client")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "created" in first.stdout and secret not in first.stdout + first.stderr
+    again = run.run_once("orders-client")
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stdout + again.stderr
+
+    orders = run.start("orders", run.orders_port)
+    run.wait_ready([run.orders_port])
+    url = f"http://127.0.0.1:{run.orders_port}"
+    token_url = f"http://127.0.0.1:{run.ports['token']}"
+
+    # Tokens name the public issuer; the example checks them with the JWKS fetched inside.
+    issued = httpx.post(
+        f"{token_url}/token",
+        data={"grant_type": "client_credentials", "scope": "orders:read"},
+        auth=("orders", secret),
+    )
+    assert issued.status_code == 200, issued.text
+    bearer = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+    assert httpx.get(f"{url}/orders", headers=bearer).json() == {"items": []}
+    assert httpx.get(f"{url}/orders").status_code == 401
+
+    # A browser is sent to the public sign-in page with the registered redirect URI.
+    browser = httpx.get(f"{url}/orders", headers={"Accept": "text/html"})
+    assert browser.status_code == 303, browser.text
+    location = browser.headers["location"]
+    assert location.startswith(f"{token_url}/authorize?")
+    assert "client_id=orders" in location
+    assert httpx.get(location).status_code == 200  # the token service knows that redirect URI
+
+    # docker stop: SIGTERM, and the example shuts down cleanly within its grace period
+    # (uvicorn re-raises the signal once done, hence -SIGTERM rather than 0).
+    orders.terminate()
+    assert orders.wait(30) in (0, -signal.SIGTERM)
+    log = (run.tmp / f"orders-{run.orders_port}.log").read_text()
+    assert "Application shutdown complete" in log, log[-3000:]

@@ -12,9 +12,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -94,6 +96,13 @@ def stack(tmp_path: Path) -> Iterator[RunningStack]:
 
 @pytest.fixture
 def example(stack: RunningStack, tmp_path: Path) -> Iterator[Example]:
+    yield from run_example(stack, tmp_path)
+
+
+def run_example(
+    stack: RunningStack, tmp_path: Path, event_url: str | None = None
+) -> Iterator[Example]:
+    """Register the example's client and a user, run the example until the generator ends."""
     runtime = json.loads((stack.data_dir / "runtime.json").read_text())
     creds = json.loads((stack.data_dir / "credentials.json").read_text())
     token_url, user_url = runtime["token_url"], runtime["user_url"]
@@ -140,7 +149,7 @@ def example(stack: RunningStack, tmp_path: Path) -> Iterator[Example]:
     env = {k: v for k, v in clean_env().items() if not k.startswith("ORDERS_")}
     env.update(
         ORDERS_TOKEN_URL=token_url,
-        ORDERS_EVENT_URL=runtime["event_url"],
+        ORDERS_EVENT_URL=event_url or runtime["event_url"],
         ORDERS_REDIS_URL=runtime["redis_url"],
         ORDERS_REDIS_PREFIX=runtime["redis_prefix"],
         ORDERS_CLIENT_ID=CLIENT_ID,
@@ -310,7 +319,7 @@ def test_example_checks_tokens_publishes_and_reacts_to_user_events(
         if not cancelled:
             time.sleep(0.25)
     assert cancelled, f"no order.cancelled within 15 s; example log:\n{ex.log()}"
-    assert cancelled[0]["data"]["reason"] == "user.updated"
+    assert cancelled[0]["data"]["reason"] == "user.disabled"
     assert len(cancelled) == 1
 
 
@@ -342,3 +351,69 @@ def test_browser_is_sent_to_sign_in_and_comes_back_signed_in(
         signed_in = browser.get(f"{ex.url}/orders", allow_redirects=False, timeout=TIMEOUT)
         assert signed_in.status_code == 200, signed_in.text
         assert signed_in.json() == {"items": []}
+
+
+class SlowProxy:
+    """Forwards HTTP requests to `target` after `delay` seconds (a slow event service)."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                proxy.received.set()
+                time.sleep(delay)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = requests.post(target + self.path, data=body, headers=headers, timeout=10)
+                self.send_response(answer.status_code)
+                for name in ("content-type", "content-length"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sigterm_lets_the_request_in_flight_finish(stack: RunningStack, tmp_path: Path) -> None:
+    runtime = json.loads((stack.data_dir / "runtime.json").read_text())
+    proxy = SlowProxy(runtime["event_url"], delay=2.0)
+    examples = run_example(stack, tmp_path, event_url=proxy.url)
+    try:
+        ex = next(examples)
+        writer = _user_token(ex, "orders:read orders:write")
+        answers: list[requests.Response] = []
+        placing = threading.Thread(
+            target=lambda: answers.append(
+                requests.post(
+                    f"{ex.url}/orders", json={"item": "lamp"}, headers=_bearer(writer), timeout=30
+                )
+            )
+        )
+        placing.start()
+        assert proxy.received.wait(10), ex.log()  # the order is being announced ...
+        ex.proc.send_signal(signal.SIGTERM)  # ... when the service is told to stop
+        placing.join(30)
+        assert answers and answers[0].status_code == 201, answers and answers[0].text
+        assert ex.proc.wait(30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in ex.log(), ex.log()
+        created = [e for e in _events(ex, "orders") if e["aggregate_id"] == answers[0].json()["id"]]
+        assert [e["type"] for e in created] == ["order.created"]
+        # Stopped: new connections are refused.
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{ex.url}/healthz", timeout=2)
+    finally:
+        examples.close()
+        proxy.close()

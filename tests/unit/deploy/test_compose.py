@@ -2,12 +2,15 @@
 
 The compose file must validate against the Compose specification's JSON schema, and everything
 it references must exist: interpolated variables in `.env.example`, AUTHBUS_ variables in the
-settings, bind-mounted files in the repository, commands in the `authbus` CLI.
+settings (ORDERS_ ones in the example's configuration), bind-mounted files in the repository,
+commands in the `authbus` CLI, the example's module and the one-shot scripts' options.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import importlib.util
 import json
 import re
 from importlib import resources
@@ -18,6 +21,7 @@ import jsonschema
 import pytest
 import typer
 import yaml
+from examples.orders_service.config import VARIABLES as ORDERS_VARIABLES
 from pydantic import BaseModel
 
 from authbus.cli import cli
@@ -87,11 +91,55 @@ def cli_usage_error(group: Any, argv: list[str]) -> str | None:
 
 
 def authbus_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services running an image built from this repository."""
     return {
         name: svc
         for name, svc in compose["services"].items()
         if svc.get("image", "").startswith("authbus") or "build" in svc
     }
+
+
+def mounted_path(svc: dict[str, Any], container_path: str) -> Path | None:
+    """The repository file bind-mounted at `container_path` in `svc`, if any."""
+    for volume in svc.get("volumes", []):
+        if isinstance(volume, str) and volume.startswith("."):
+            source, target = volume.split(":")[:2]
+            if target == container_path:
+                return ROOT / source
+    return None
+
+
+def script_usage_error(path: Path, args: list[str]) -> str | None:
+    """Parse ARGS with the script's own `parser()` (scripts under deploy/ define one)."""
+    spec = importlib.util.spec_from_file_location(f"_compose_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser: argparse.ArgumentParser = module.parser()
+    parser.exit_on_error = False
+    try:
+        parser.parse_args(args)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        return f"bad arguments ({exc})"
+    return None
+
+
+def command_problem(group: Any, svc: dict[str, Any]) -> str | None:
+    """What is wrong with the command line a repository image runs, if anything."""
+    argv = [*(svc.get("entrypoint") or []), *(svc.get("command") or [])]
+    if not svc.get("entrypoint") and argv[:1] != ["python"]:
+        return cli_usage_error(group, argv)  # the authbus image: `authbus ARGV`
+    if argv[:2] == ["python", "-m"] and len(argv) > 2:
+        module = argv[2]
+        if importlib.util.find_spec(module) is None:
+            return f"no module {module}"
+        return None
+    if argv[:1] == ["python"] and len(argv) > 1:
+        script = mounted_path(svc, argv[1])
+        if script is None or not script.exists():
+            return f"{argv[1]} is not a file mounted from the repository"
+        return script_usage_error(script, argv[2:])
+    return "not a command this repository provides"
 
 
 def problems(compose: dict[str, Any], raw_text: str) -> list[str]:
@@ -112,15 +160,17 @@ def problems(compose: dict[str, Any], raw_text: str) -> list[str]:
         for key in svc.get("environment", {}) or {}:
             if key.startswith("AUTHBUS_") and key not in known:
                 found.append(f"{name}: {key} is not a setting")
+            if key.startswith("ORDERS_") and key not in ORDERS_VARIABLES:
+                found.append(f"{name}: {key} is not read by the orders example")
         for volume in svc.get("volumes", []):
             source = volume.split(":", 1)[0] if isinstance(volume, str) else ""
             if source.startswith(".") and not (ROOT / source).exists():
                 found.append(f"{name}: mounted file {source} does not exist")
         if name in authbus_services(compose):
-            argv = list(svc.get("command") or [])
-            message = cli_usage_error(group, argv)
+            message = command_problem(group, svc)
             if message:
-                found.append(f"{name}: `authbus {' '.join(argv)}`: {message}")
+                argv = [*(svc.get("entrypoint") or ["authbus"]), *(svc.get("command") or [])]
+                found.append(f"{name}: `{' '.join(argv)}`: {message}")
         for dep in svc.get("depends_on", {}) or {}:
             if dep not in compose["services"]:
                 found.append(f"{name}: depends on unknown service {dep}")
@@ -147,6 +197,22 @@ def test_compose_file_is_valid_and_every_reference_exists() -> None:
             "mounted file ./deploy/missing.sh does not exist",
         ),
         (lambda c: c["services"]["user"].update(restart=7), "schema: services/user/restart"),
+        (
+            lambda c: c["services"]["orders"].update(command=["python", "-m", "examples.nope"]),
+            "no module examples.nope",
+        ),
+        (
+            lambda c: c["services"]["orders"]["environment"].update(ORDERS_PROT="1"),
+            "ORDERS_PROT is not read by the orders example",
+        ),
+        (
+            lambda c: c["services"]["orders-client"]["command"].append("--scopes=x"),
+            "orders-client: `python /opt/deploy/ensure_client.py",
+        ),
+        (
+            lambda c: c["services"]["orders-client"].update(volumes=[]),
+            "is not a file mounted from the repository",
+        ),
         (
             lambda c: c["services"]["user"].update(depends_on={"nosuch": {}}),
             "depends on unknown service nosuch",
@@ -182,8 +248,15 @@ def test_the_shape_the_issue_asks_for() -> None:
             "service_completed_successfully"
         )
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("postgres", "redis", "gateway"):
+    for name in ("postgres", "redis", "gateway", "orders"):
         assert "healthcheck" in services[name]
+    # The example service starts once its client exists and what it calls is healthy.
+    orders = services["orders"]
+    assert orders["depends_on"]["orders-client"]["condition"] == "service_completed_successfully"
+    for name in ("redis", "token", "event"):
+        assert orders["depends_on"][name]["condition"] == "service_healthy"
+    assert orders["build"]["target"] == "orders-example"
+    assert orders["environment"]["ORDERS_CLIENT_SECRET"].startswith("${ORDERS_CLIENT_SECRET")
     assert set(compose["volumes"]) >= {"postgres-data", "redis-data"}
 
 
@@ -194,6 +267,9 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert user and user[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*", text, re.M) and "/healthz" in text
     assert 'ENTRYPOINT ["authbus"]' in text
+    # The last stage is the default target: the services, not the example.
+    assert re.findall(r"^FROM \S+ AS (\S+)", text, re.M)[-1] == "authbus"
+    assert "AS orders-example" in text
     assert '".[server]"' in text and "--group" not in text
 
 
