@@ -142,6 +142,12 @@ class IncorrectPassword(Forbidden):
         super().__init__("the current password is wrong")
 
 
+class InvalidField(ValidationFailed):
+    """A text field is too long or holds characters no stored text may hold."""
+
+    code = "invalid_field"
+
+
 class InvalidEmail(ValidationFailed):
     """The email address is not plausible."""
 

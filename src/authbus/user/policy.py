@@ -1,8 +1,10 @@
-"""What a valid username, password, permission and role name look like.
+"""What a valid username, password, permission, role name, email and label look like.
 
 Passwords follow NIST SP 800-63B §5.1.1.2: at least 8 and at most 128 characters, any
 characters (spaces and Unicode included), no composition rules, but not a commonly used
-password nor the username itself.
+password nor the username itself. Every other text the service stores or looks up is
+checked here too, so a value no backend can hold (a NUL byte, a lone surrogate) is a 422
+that names the field, never a database error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from importlib import resources
 
 from authbus.user.errors import (
     InvalidEmail,
+    InvalidField,
     InvalidPermission,
     InvalidRoleName,
     InvalidUsername,
@@ -23,8 +26,11 @@ from authbus.user.errors import (
 USERNAME_MIN, USERNAME_MAX = 3, 64
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 PERMISSION_MAX = 200
+DESCRIPTION_MAX = 4096
+CLIENT_ADDRESS_MAX = 128
 
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_USERNAME_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]*")
 # RFC 6749 §3.3 scope-token: printable ASCII except space, '"' and '\'.
 _SCOPE_TOKEN_RE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 
@@ -45,6 +51,21 @@ def check_username(username: str) -> str:
     return username
 
 
+def is_possible_username(name: str) -> bool:
+    """Whether an account could have this name (the policy refuses every other)."""
+    return USERNAME_MIN <= len(name) <= USERNAME_MAX and bool(_USERNAME_RE.fullmatch(name))
+
+
+def check_username_prefix(prefix: str) -> str:
+    """A prefix of a possible username (for filters), else `InvalidField`."""
+    if len(prefix) > USERNAME_MAX or not _USERNAME_PREFIX_RE.fullmatch(prefix):
+        raise InvalidField(
+            f"username_prefix: must be up to {USERNAME_MAX} characters of the username "
+            "alphabet (letters A-Z a-z, digits, '.', '_' and '-')"
+        )
+    return prefix
+
+
 def check_role_name(name: str) -> str:
     """The role name if valid (same alphabet as usernames), else `InvalidRoleName`."""
     try:
@@ -53,12 +74,15 @@ def check_role_name(name: str) -> str:
         raise InvalidRoleName(exc.message.replace("username:", "role name:")) from exc
 
 
-def check_permissions(permissions: frozenset[str] | set[str] | list[str]) -> frozenset[str]:
+def check_permissions(
+    permissions: frozenset[str] | set[str] | list[str], *, field: str = "permission"
+) -> frozenset[str]:
     """The permissions if each is an RFC 6749 scope token, else `InvalidPermission`."""
     for p in permissions:
         if len(p) > PERMISSION_MAX or not _SCOPE_TOKEN_RE.fullmatch(p):
+            shown = repr(p) if len(p) <= PERMISSION_MAX else f"{p[:20]!r}... ({len(p)} characters)"
             raise InvalidPermission(
-                f"permission {p!r}: must be 1 to {PERMISSION_MAX} printable ASCII characters "
+                f"{field} {shown}: must be 1 to {PERMISSION_MAX} printable ASCII characters "
                 "without spaces, quotes or backslashes"
             )
     return frozenset(permissions)
@@ -100,7 +124,52 @@ _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 def check_email(email: str) -> str:
-    """A plausible address (one '@', no spaces; delivery is what really proves it)."""
-    if len(email) > EMAIL_MAX or not _EMAIL_RE.fullmatch(email):
+    """A plausible address (one '@', no spaces or control characters; delivery is what
+    really proves it)."""
+    if len(email) > EMAIL_MAX:
+        raise InvalidEmail(f"email: must be at most {EMAIL_MAX} characters long")
+    if _bad_character(email, multiline=False) is not None or not _EMAIL_RE.fullmatch(email):
         raise InvalidEmail(f"email: {email!r} is not an email address")
     return email
+
+
+def _bad_character(text: str, *, multiline: bool) -> str | None:
+    """The first character no stored text may hold: a control character (C0, DEL, C1;
+    tab and line breaks allowed in `multiline` text) or a lone surrogate (not text at all:
+    it cannot be encoded, so no database can store it)."""
+    for c in text:
+        kind = unicodedata.category(c)
+        if kind == "Cs" or (kind == "Cc" and not (multiline and c in "\t\n\r")):
+            return c
+    return None
+
+
+def check_text(field: str, value: str, *, max_length: int, multiline: bool = False) -> str:
+    """`value` if it is at most `max_length` characters of plain text, else `InvalidField`
+    naming `field` (control characters and lone surrogates are refused; tabs and line
+    breaks only when `multiline`).
+
+    >>> check_text("description", "Order desk", max_length=100)
+    'Order desk'
+    """
+    if len(value) > max_length:
+        raise InvalidField(f"{field}: must be at most {max_length} characters long")
+    if (c := _bad_character(value, multiline=multiline)) is not None:
+        raise InvalidField(f"{field}: must not contain control characters (found U+{ord(c):04X})")
+    return value
+
+
+def loggable(text: str, limit: int) -> str:
+    """`text` with control characters and lone surrogates escaped, cut to `limit` characters:
+    what may go into an audit row of an attempt whose input the policy refused.
+
+    >>> loggable("bob\x00", 20)
+    'bob\\x00'
+    """
+    out = "".join(
+        c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if _bad_character(c, multiline=False) is not None
+        else c
+        for c in text
+    )
+    return out if len(out) <= limit else out[: limit - 1] + "\u2026"

@@ -43,11 +43,18 @@ from authbus.user.errors import (
 from authbus.user.importing import ImportRecord, ImportReport, check_password_hash
 from authbus.user.passwords import PasswordHasher
 from authbus.user.policy import (
+    CLIENT_ADDRESS_MAX,
+    DESCRIPTION_MAX,
+    USERNAME_MAX,
     check_email,
     check_password,
     check_permissions,
     check_role_name,
+    check_text,
     check_username,
+    check_username_prefix,
+    is_possible_username,
+    loggable,
 )
 from authbus.user.repository import UserRepository
 from authbus.user.throttle import LoginThrottle
@@ -162,9 +169,10 @@ class UserService:
 
     async def find_user(self, username: str) -> UserProfile:
         """The user with this username (any letter case), or `UserNotFound`."""
-        user = await self.repository.find_user(username)
+        # A name the policy refuses names nobody (and may be text no database can hold).
+        user = await self.repository.find_user(username) if is_possible_username(username) else None
         if user is None:
-            raise UserNotFound(f"no user named {username!r}")
+            raise UserNotFound(f"no user named {loggable(username, USERNAME_MAX + 8)!r}")
         return await self.profile(user)
 
     async def list_users(
@@ -173,10 +181,15 @@ class UserService:
         """Users ordered by username, `limit` per page, filtered by `where`."""
         limit = max(1, min(limit, MAX_PAGE))
         after = decode_cursor(cursor) if cursor else None
+        where = where or UserFilter()
+        if where.username_prefix is not None:
+            check_username_prefix(where.username_prefix)
+        if where.permission is not None:
+            check_permissions([where.permission], field="permission filter")
+        if where.username is not None and not is_possible_username(where.username):
+            return UserPage([], None)
         # One extra row tells whether another page follows, without a count query.
-        users = await self.repository.list_users(
-            where=where or UserFilter(), after=after, limit=limit + 1
-        )
+        users = await self.repository.list_users(where=where, after=after, limit=limit + 1)
         more = len(users) > limit
         users = users[:limit]
         next_cursor = encode_cursor(users[-1].username_normalized) if more else None
@@ -479,6 +492,8 @@ class UserService:
         verdict is audited (`login.succeeded` / `login.failed`, with the client address);
         a throttled attempt is not, as it costs the caller nothing to repeat.
         """
+        if client_address is not None:
+            check_text("client_address", client_address, max_length=CLIENT_ADDRESS_MAX)
         if wait := self.throttle.begin(username, client_address):
             raise TooManyAttempts(wait)
         try:
@@ -540,11 +555,13 @@ class UserService:
         **details: Any,
     ) -> AuditEntry:
         """A login verdict: the user's id when the password was right, else the name tried."""
+        # The name tried may be anything a caller sent: escaped, so every backend holds it.
+        tried = loggable(username, USERNAME_MAX + 8)
         return self._audit(
-            username if user is None else str(user.id),
+            tried if user is None else str(user.id),
             "login.succeeded" if outcome == "ok" else "login.failed",
-            str(user.id) if user is not None else normalize_username(username),
-            username=username if user is None else user.username,
+            str(user.id) if user is not None else normalize_username(tried),
+            username=tried if user is None else user.username,
             outcome=outcome,
             client_address=client_address,
             **details,
@@ -555,7 +572,10 @@ class UserService:
     ) -> tuple[User | None, bool, str | None]:
         # Only the hash is read before the verdict: loading the whole user (its permissions
         # and roles) for known names only would make unknown names measurably faster.
-        found = await self.repository.find_password_hash(username)
+        # A name the policy refuses (it may hold text no database can store) is looked up as
+        # "", which names nobody: the same query, so such names take the same time too.
+        lookup = username if is_possible_username(username) else ""
+        found = await self.repository.find_password_hash(lookup)
         if found is None:
             # Same work as a real check, so the time does not reveal unknown usernames.
             await self.hasher.verify_dummy(password)
@@ -574,6 +594,7 @@ class UserService:
     ) -> Role:
         """Create a role; `RoleExists` if the name is taken."""
         check_role_name(name)
+        check_text("description", description, max_length=DESCRIPTION_MAX, multiline=True)
         now = self._clock()
         role = Role(
             name=name,
@@ -611,6 +632,8 @@ class UserService:
         description: str | None = None,
     ) -> Role:
         """Change a role; its members' effective permissions change with it at once."""
+        if description is not None:
+            check_text("description", description, max_length=DESCRIPTION_MAX, multiline=True)
         old = await self.get_role(name)
         role = Role(
             name=name,
