@@ -9,7 +9,7 @@ import pytest
 
 from authbus.common._keys import TokenStoreKeys, token_key
 from authbus.core.redis import create_redis
-from authbus.token.store import MemoryTokenStore, RedisTokenStore, TokenStore
+from authbus.token.store import CodeReplay, MemoryTokenStore, RedisTokenStore, TokenStore
 
 TTL = 0.3  # seconds; short TTLs are part of the contract (Redis PX, dict clock)
 
@@ -58,30 +58,43 @@ async def test_code_single_use(store: TokenStore) -> None:
     await store.add_code("c1", {"client_id": "web"}, 60)
     assert await store.redeem_code("c1", 60) == {"client_id": "web"}
     assert await store.redeem_code("c1", 60) is None
-    assert await store.used_code("c1") == {}
+    assert await store.used_code("c1") == {"pending": True}
     assert await store.record_code_tokens("c1", {"jti": "j", "family": "f"}) is True
     assert await store.used_code("c1") == {"jti": "j", "family": "f"}
 
 
-async def test_code_reuse_is_seen_by_either_side_of_the_race(store: TokenStore) -> None:
-    # Reuse after the first use recorded its tokens: the reuse learns what to revoke.
+async def test_code_presented_again_tells_a_duplicate_in_flight_from_a_replay(
+    store: TokenStore,
+) -> None:
     await store.add_code("r1", {}, 60)
     await store.redeem_code("r1", 60)
+    # The redemption is still issuing: a duplicate finds nothing to revoke.
+    assert await store.code_replay("r1") == CodeReplay("in_flight")
     assert await store.record_code_tokens("r1", {"jti": "j", "family": None}) is True
-    assert await store.mark_code_reused("r1") == {"jti": "j", "family": None}
-    # Reuse before the first use recorded them: the first use learns it must revoke.
-    await store.add_code("r2", {}, 60)
-    await store.redeem_code("r2", 60)
-    assert await store.mark_code_reused("r2") == {}
-    assert await store.record_code_tokens("r2", {"jti": "j2", "family": "f"}) is False
-    # A code never redeemed is no reuse.
-    assert await store.mark_code_reused("never") is None
+    # Once it has recorded its tokens, a presentation is a replay that names them.
+    replay = await store.code_replay("r1")
+    assert replay == CodeReplay("replayed", {"jti": "j", "family": None})
+    assert await store.code_replay("r1") == replay  # and every later one too
+    # A code never redeemed is no replay.
+    assert await store.code_replay("never") == CodeReplay("unknown")
 
 
 async def test_code_single_use_under_concurrency(store: TokenStore) -> None:
     await store.add_code("c2", {"client_id": "web"}, 60)
     results = await asyncio.gather(*(store.redeem_code("c2", 60) for _ in range(20)))
     assert sum(r is not None for r in results) == 1
+    # Every loser finds the winner's marker (written in the same atomic step).
+    replays = await asyncio.gather(*(store.code_replay("c2") for _ in range(19)))
+    assert {r.status for r in replays} == {"in_flight"}
+
+
+async def test_used_code_marker_lives_as_long_as_redeem_said(store: TokenStore) -> None:
+    await store.add_code("c4", {}, 60)
+    await store.redeem_code("c4", TTL)
+    assert await store.record_code_tokens("c4", {"jti": "j", "family": "f"}) is True
+    await asyncio.sleep(TTL + 0.2)  # recording kept the TTL rather than resetting it
+    assert await store.code_replay("c4") == CodeReplay("unknown")
+    assert await store.record_code_tokens("c4", {"jti": "j2", "family": None}) is False
 
 
 async def test_code_expires(store: TokenStore) -> None:
@@ -94,7 +107,7 @@ async def test_code_expires(store: TokenStore) -> None:
 async def test_unknown_code_leaves_no_marker(store: TokenStore) -> None:
     assert await store.redeem_code("nope", 60) is None
     assert await store.used_code("nope") is None
-    await store.record_code_tokens("nope", {"jti": "x"})
+    assert await store.record_code_tokens("nope", {"jti": "x"}) is False
     assert await store.used_code("nope") is None
 
 
@@ -106,7 +119,7 @@ async def test_refresh_rotation(store: TokenStore) -> None:
     assert out.data == {"sub": "u", "client_id": "web"}
     assert await store.refresh_token("f1", "h1") is None
     assert await store.refresh_token("f1", "h2") == {"sub": "u", "n": 2}
-    await asyncio.sleep(0.01)
+    # No grace period (0): a replay at once, even within the same millisecond, is reuse.
     again = await store.rotate_refresh_token("f1", "h1", "h3", {}, 60, 0)
     assert again.status == "reused"
     assert (await store.rotate_refresh_token("f1", "zz", "h4", {}, 60, 0)).status == "unknown"

@@ -250,7 +250,7 @@ def rotate_key(
     until every token it signed has expired.
     """
     from authbus.token.clients import ClientRepository
-    from authbus.token.keys import rotate_signing_key
+    from authbus.token.keys import MasterKeyError, rotate_signing_key
 
     async def work(
         settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
@@ -260,13 +260,17 @@ def rotate_key(
         )
         chosen = alg.value if alg is not None else settings.token.signing_alg
         interval = settings.token.key_reload_interval_s
-        kid = await rotate_signing_key(
-            sessionmaker,
-            "EdDSA" if chosen == "EdDSA" else "ES256",
-            _master_key(settings),
-            longest,
-            reload_interval_s=interval,
-        )
+        try:
+            kid = await rotate_signing_key(
+                sessionmaker,
+                "EdDSA" if chosen == "EdDSA" else "ES256",
+                _master_key(settings),
+                longest,
+                reload_interval_s=interval,
+            )
+        except MasterKeyError as exc:  # checked before any change: nothing was rotated
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
         return kid, interval
 
     kid, interval = _run(work)

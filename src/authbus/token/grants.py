@@ -333,15 +333,20 @@ class AuthorizationServer:
             raise InvalidRequest("code is required")
         store = self.issuer.store
         code_hash = hash_secret(code)
-        data = await store.redeem_code(code_hash, used_ttl_s=self.issuer.access_ttl(client))
+        # The used marker outlives everything the code can yield (the refresh family too), so
+        # a replay at any time while those tokens live still revokes them (RFC 6749 §4.1.2).
+        data = await store.redeem_code(code_hash, used_ttl_s=self.issuer.grant_ttl(client))
         if data is None:
-            used = await store.mark_code_reused(code_hash)
-            if used is not None:
+            replay = await store.code_replay(code_hash)
+            if replay.status == "replayed" and replay.issued is not None:
                 # RFC 6749 §4.1.2: a code used twice revokes what its first use issued.
-                if used.get("family"):
-                    await store.revoke_family(str(used["family"]))
-                if used.get("jti"):
-                    await store.revoke_access_token(str(used["jti"]))
+                if replay.issued.get("family"):
+                    await store.revoke_family(str(replay.issued["family"]))
+                if replay.issued.get("jti"):
+                    await store.revoke_access_token(str(replay.issued["jti"]))
+            if replay.status != "unknown":
+                # "in_flight": a duplicate racing the one redemption that won; it is refused,
+                # and the winner's tokens stand (nothing had been issued before it).
                 raise InvalidGrant("the authorization code was already used")
             raise InvalidGrant("the authorization code is invalid or expired")
         if data.get("client_id") != client.client_id:
@@ -369,14 +374,8 @@ class AuthorizationServer:
             auth_time=data.get("auth_time"),
             resource=resource,
         )
-        issued = {"jti": grant.jti, "family": grant.family}
-        if not await store.record_code_tokens(code_hash, issued):
-            # The code was presented again while these tokens were being issued: that
-            # second use could not revoke them yet, so this one does (RFC 6749 §4.1.2).
-            if grant.family:
-                await store.revoke_family(grant.family)
-            await store.revoke_access_token(grant.jti)
-            raise InvalidGrant("the authorization code was already used")
+        # From now on a presentation of the code is a replay that revokes these tokens.
+        await store.record_code_tokens(code_hash, {"jti": grant.jti, "family": grant.family})
         return grant
 
     def _token_request_resource(

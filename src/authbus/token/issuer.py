@@ -141,6 +141,13 @@ class TokenIssuer:
     def refresh_ttl(self, client: Client) -> int:
         return client.refresh_token_ttl_s or self.config.refresh_token_ttl_s
 
+    def grant_ttl(self, client: Client) -> int:
+        """How long the tokens of one user grant to `client` can live: the refresh token's
+        lifetime when the client gets one, else the access token's."""
+        if client.allows_grant("refresh_token"):
+            return max(self.access_ttl(client), self.refresh_ttl(client))
+        return self.access_ttl(client)
+
     def audience_for(self, client: Client, resource: str | None) -> str:
         """RFC 8707: the requested resource, else the client's audience, else the default."""
         if resource:
@@ -264,7 +271,9 @@ class TokenIssuer:
 
         A replay within `refresh_reuse_grace_s` of the rotation (the client lost the
         response and retries) gets the same new refresh token back, with a fresh access
-        token, as long as that new token is still unused; later, it is reuse.
+        token, as long as that new token is still unused. A replay after the grace period,
+        or once the new token has been used (so the response was not lost), is reuse: the
+        family is revoked.
         """
         current = await self.store.refresh_token(presented.family, presented.digest)
         if current is not None and current.get("client_id") != client.client_id:
@@ -337,8 +346,10 @@ class TokenIssuer:
             else None
         )
         if successor is None or record is None:
-            # The new token was already used (or revoked): nothing to hand out again.
-            raise InvalidGrant("the refresh token was just used; use the newer one")
+            # The new token was already used, so whoever presents the old one did not lose
+            # the response: two parties hold the grant. RFC 9700 §4.14.2: revoke the family.
+            await self.store.revoke_family(presented.family)
+            raise InvalidGrant("the refresh token was already used; the grant is revoked")
         granted = tuple(str(record.get("scope", "")).split())
         if scopes is not None and set(scopes) != set(granted):
             raise InvalidScope("a retried refresh must ask for the scope of the first request")

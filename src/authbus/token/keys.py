@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey
@@ -36,7 +39,21 @@ from authbus.token.models import SigningKeyRow, utcnow
 
 Alg = Literal["ES256", "EdDSA"]
 SUPPORTED_ALGS: tuple[Alg, ...] = ("ES256", "EdDSA")
-_ENC_PREFIX = "enc:v1:"
+# How a stored private key is sealed, by prefix. v2 (what is written): AES-256-GCM under
+# HKDF-SHA256(master key bytes, random salt, context label). v1 (still read, never written):
+# AES-256-GCM under SHA-256(master key string), from before the master key was validated.
+_ENC = "enc:"
+_ENC_V1 = "enc:v1:"
+_ENC_V2 = "enc:v2:"
+_AAD = b"authbus-signing-key"
+_HKDF_INFO = b"authbus signing key encryption v2"
+_SALT_BYTES = 16
+MASTER_KEY_MIN_BYTES = 32
+MASTER_KEY_HELP = (
+    "AUTHBUS_TOKEN__MASTER_KEY must be at least 32 random bytes in base64, e.g. the output "
+    "of `openssl rand -base64 32` or "
+    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+)
 
 log = logging.getLogger("authbus.token.keys")
 
@@ -52,33 +69,87 @@ def generate_key(alg: Alg = "ES256") -> AnyKey:
     raise ValueError(f"unsupported signing algorithm {alg!r}")
 
 
-def _aead(master_key: str) -> AESGCM:
-    # The master key is an operator-chosen string; SHA-256 maps it onto a 256-bit AES key.
+class MasterKeyError(ValueError):
+    """The master key is missing, malformed, or does not open the stored signing keys."""
+
+
+def parse_master_key(value: str) -> bytes:
+    """The key bytes of a master key given in base64 (standard or URL-safe alphabet,
+    padding optional); raises `MasterKeyError` unless it holds at least 32 bytes.
+
+    The key is used as HKDF input keying material without stretching, so it must carry
+    its own entropy: random bytes, not a passphrase.
+
+        parse_master_key(secrets.token_urlsafe(32))   # 32 bytes
+    """
+    text = value.strip().replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except ValueError:  # binascii.Error
+        raise MasterKeyError(f"the master key is not base64; {MASTER_KEY_HELP}") from None
+    if len(raw) < MASTER_KEY_MIN_BYTES:
+        raise MasterKeyError(
+            f"the master key holds {len(raw)} bytes, fewer than {MASTER_KEY_MIN_BYTES}; "
+            f"{MASTER_KEY_HELP}"
+        )
+    return raw
+
+
+def _aead_v2(master_key: str, salt: bytes) -> AESGCM:
+    # HKDF (RFC 5869) is the right KDF for a high-entropy key: the salt makes every sealed
+    # key use its own AES key, the label binds it to this one purpose.
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_HKDF_INFO)
+    return AESGCM(hkdf.derive(parse_master_key(master_key)))
+
+
+def _aead_v1(master_key: str) -> AESGCM:
+    # Legacy format (read only): one unsalted SHA-256 of the master key string.
     return AESGCM(hashlib.sha256(master_key.encode()).digest())
 
 
+def is_sealed(stored: str) -> bool:
+    """Whether a stored private key is encrypted under a master key."""
+    return stored.startswith(_ENC)
+
+
 def seal_private_jwk(jwk: Mapping[str, Any], master_key: str | None) -> str:
-    """The JWK as stored: plain JSON, or AES-256-GCM ciphertext when a master key is set."""
+    """The JWK as stored: plain JSON, or (with a master key) `enc:v2:` + base64url of
+    salt, nonce and AES-256-GCM ciphertext. Raises `MasterKeyError` for a malformed key."""
     plain = json.dumps(dict(jwk), separators=(",", ":"))
     if not master_key:
         return plain
-    nonce = os.urandom(12)
-    sealed = _aead(master_key).encrypt(nonce, plain.encode(), b"authbus-signing-key")
-    return _ENC_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+    salt, nonce = os.urandom(_SALT_BYTES), os.urandom(12)
+    sealed = _aead_v2(master_key, salt).encrypt(nonce, plain.encode(), _AAD)
+    return _ENC_V2 + base64.urlsafe_b64encode(salt + nonce + sealed).decode()
 
 
 def open_private_jwk(stored: str, master_key: str | None) -> dict[str, Any]:
-    """The inverse of `seal_private_jwk`; raises ValueError without the right master key."""
-    if not stored.startswith(_ENC_PREFIX):
+    """The inverse of `seal_private_jwk` (and reads the legacy `enc:v1:` format); raises
+    `MasterKeyError` without the right master key."""
+    if not is_sealed(stored):
         data: dict[str, Any] = json.loads(stored)
         return data
     if not master_key:
-        raise ValueError("signing keys are encrypted but no master key is configured")
-    raw = base64.urlsafe_b64decode(stored[len(_ENC_PREFIX) :])
+        raise MasterKeyError(
+            "the signing keys are encrypted at rest but no master key is configured: set "
+            "AUTHBUS_TOKEN__MASTER_KEY to the key they were sealed with"
+        )
     try:
-        plain = _aead(master_key).decrypt(raw[:12], raw[12:], b"authbus-signing-key")
-    except Exception as exc:  # cryptography raises InvalidTag
-        raise ValueError("the master key does not decrypt the signing keys") from exc
+        if stored.startswith(_ENC_V2):
+            raw = base64.urlsafe_b64decode(stored[len(_ENC_V2) :])
+            salt, nonce, sealed = raw[:_SALT_BYTES], raw[_SALT_BYTES : _SALT_BYTES + 12], raw[28:]
+            plain = _aead_v2(master_key, salt).decrypt(nonce, sealed, _AAD)
+        elif stored.startswith(_ENC_V1):
+            raw = base64.urlsafe_b64decode(stored[len(_ENC_V1) :])
+            plain = _aead_v1(master_key).decrypt(raw[:12], raw[12:], _AAD)
+        else:
+            raise MasterKeyError(f"unknown sealing format {stored[:7]!r}")
+    except InvalidTag:
+        raise MasterKeyError("the master key does not decrypt the signing keys") from None
+    except ValueError as exc:  # malformed base64 or master key
+        if isinstance(exc, MasterKeyError):
+            raise
+        raise MasterKeyError("a stored signing key is corrupt") from None
     opened: dict[str, Any] = json.loads(plain)
     return opened
 
@@ -197,6 +268,13 @@ async def load_key_ring(
     return KeyRing.from_rows(rows, master_key)
 
 
+async def count_plain_keys(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """How many stored private keys are not encrypted."""
+    async with sessionmaker() as session:
+        rows = (await session.scalars(select(SigningKeyRow.private_jwk))).all()
+    return sum(not is_sealed(r) for r in rows)
+
+
 class KeyReloader:
     """Keeps a running replica's `KeyRing` in step with the database.
 
@@ -270,16 +348,33 @@ def _fingerprint(keys: Sequence[SigningKey]) -> set[tuple[str, object, object]]:
     return {(k.kid, k.retired_at, k.not_after) for k in keys}
 
 
+def check_master_key(rows: Sequence[SigningKeyRow], master_key: str | None) -> None:
+    """Refuse (`MasterKeyError`) a master key that is malformed, missing while some stored
+    key is encrypted, or unable to open every encrypted key: a key sealed under it would
+    then sit beside keys no single master key opens, or be written in plain text."""
+    if master_key is not None:
+        parse_master_key(master_key)
+    for row in rows:
+        if is_sealed(row.private_jwk):
+            open_private_jwk(row.private_jwk, master_key)
+
+
 async def ensure_signing_key(
     sessionmaker: async_sessionmaker[AsyncSession], alg: Alg, master_key: str | None
 ) -> str | None:
-    """Create a signing key if none is active; returns the new kid, or None if one existed."""
+    """Create a signing key if none is active; returns the new kid, or None if one existed.
+
+    Raises `MasterKeyError` when the master key is malformed (even if no key is created).
+    """
+    if master_key is not None:
+        parse_master_key(master_key)
     async with sessionmaker() as session, session.begin():
         active = await session.scalar(
             select(SigningKeyRow).where(SigningKeyRow.retired_at.is_(None)).limit(1)
         )
         if active is not None:
             return None
+        check_master_key((await session.scalars(select(SigningKeyRow))).all(), master_key)
         return _add_key(session, alg, master_key)
 
 
@@ -315,11 +410,14 @@ async def rotate_signing_key(
     margin_s = 60 + math.ceil(reload_interval_s)
     now = utcnow()
     async with sessionmaker() as session, session.begin():
-        for row in (
-            await session.scalars(select(SigningKeyRow).where(SigningKeyRow.retired_at.is_(None)))
-        ).all():
-            row.retired_at = now
-            row.not_after = now + timedelta(seconds=max_token_ttl_s + margin_s)
+        rows = (await session.scalars(select(SigningKeyRow))).all()
+        # Before any change: an encrypted ring without (or with another) master key would
+        # get a new key in plain text (or one no other key's master key opens).
+        check_master_key(rows, master_key)
+        for row in rows:
+            if row.retired_at is None:
+                row.retired_at = now
+                row.not_after = now + timedelta(seconds=max_token_ttl_s + margin_s)
         return _add_key(session, alg, master_key)
 
 
@@ -328,7 +426,13 @@ async def reseal_signing_keys(
     old_master_key: str | None,
     new_master_key: str | None,
 ) -> int:
-    """Re-encrypt every stored private key under a new master key (or decrypt with None)."""
+    """Re-encrypt every stored private key under a new master key (or decrypt with None).
+
+    `old_master_key` may be a legacy (pre-validation) master key for `enc:v1:` rows; the
+    new one must be valid (`parse_master_key`). Raises `MasterKeyError`; nothing changes.
+    """
+    if new_master_key is not None:
+        parse_master_key(new_master_key)
     async with sessionmaker() as session, session.begin():
         rows = (await session.scalars(select(SigningKeyRow))).all()
         for row in rows:

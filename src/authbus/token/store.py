@@ -5,7 +5,8 @@ What it holds (values are JSON objects; secrets only ever as SHA-256 digests):
 - active access tokens, jti -> info, at `token_key(prefix, jti)` so every service can check
   revocation with one EXISTS;
 - authorization codes (single use: redeemed with an atomic GETDEL), each leaving a "used"
-  marker that remembers the tokens issued from it (RFC 6749 §4.1.2: on reuse, revoke them);
+  marker: pending while its one redemption issues tokens, then naming them, so a later
+  replay can revoke them (RFC 6749 §4.1.2) while a concurrent duplicate is only refused;
 - refresh-token families: one key per family (alive iff it exists) plus one key per refresh
   token; rotation is one atomic step that tells a first use from a reuse;
 - SSO sessions;
@@ -17,6 +18,8 @@ Key names come from `authbus.common._keys.TokenStoreKeys`.
     store = MemoryTokenStore()                        # or RedisTokenStore(redis, "ab")
     await store.add_code(code_hash, {"client_id": "app"}, ttl_s=60)
     await store.redeem_code(code_hash, used_ttl_s=600)  # the data, once; then None
+    await store.record_code_tokens(code_hash, {"jti": jti, "family": family})
+    await store.code_replay(code_hash)                # CodeReplay("replayed", {...})
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ log = logging.getLogger("authbus.token.store")
 
 Json = dict[str, Any]
 RotationStatus = Literal["rotated", "unknown", "grace", "reused", "revoked"]
+CodeReplayStatus = Literal["replayed", "in_flight", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,20 @@ class Rotation:
     data: Json | None = None
     next_hash: str | None = None
     successor: str | None = None
+
+
+@dataclass(frozen=True)
+class CodeReplay:
+    """What presenting an authorization code that was already redeemed found.
+
+    `replayed`: its redemption has finished; `issued` names what it issued (to revoke);
+    `in_flight`: its redemption is still issuing tokens (a concurrent duplicate: nothing was
+    issued before it, so there is nothing to revoke yet);
+    `unknown`: the code was never redeemed, or its marker has expired.
+    """
+
+    status: CodeReplayStatus
+    issued: Json | None = None
 
 
 class TokenStore(Protocol):
@@ -87,19 +105,20 @@ class TokenStore(Protocol):
         """Store an authorization code's grant (indexed under the user `subject`)."""
 
     async def redeem_code(self, code_hash: str, used_ttl_s: float) -> Json | None:
-        """Atomically take a code (at most one caller ever gets it) and leave a used marker."""
+        """Atomically take a code: among any number of concurrent callers exactly one gets
+        its data; it leaves a pending used marker that lives `used_ttl_s` (as long as
+        anything issued from the code may live)."""
 
     async def record_code_tokens(self, code_hash: str, issued: Json) -> bool:
-        """Remember what was issued from a redeemed code (on the used marker); False when
-        the code was presented again meanwhile (`mark_code_reused`): the caller must then
-        revoke what it issued. Together the two close the reuse race (RFC 6749 §4.1.2)."""
+        """Name on the used marker what the redemption issued (it is no longer pending);
+        False when there is no marker (expired)."""
 
-    async def mark_code_reused(self, code_hash: str) -> Json | None:
-        """Flag a redeemed code as presented twice; returns what its first use issued (so it
-        can be revoked), or None when the code was never redeemed (or long ago)."""
+    async def code_replay(self, code_hash: str) -> CodeReplay:
+        """What a second presentation of `code_hash` found (see `CodeReplay`)."""
 
     async def used_code(self, code_hash: str) -> Json | None:
-        """The used marker of a redeemed code (what it issued), or None."""
+        """The used marker of a redeemed code (`{"pending": true}`, then what it issued),
+        or None."""
 
     async def add_refresh_token(
         self, family: str, token_hash: str, data: Json, ttl_s: float, subject: str | None = None
@@ -152,30 +171,15 @@ def _dump(data: Json) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-# KEYS: code, used. ARGV: used_ttl_ms. GETDEL makes redemption single-use across processes.
+# The used marker of a code whose redemption is still issuing tokens.
+_PENDING: Json = {"pending": True}
+
+# KEYS: code, used. ARGV: pending marker, used_ttl_ms. GETDEL makes redemption single-use
+# across processes; the marker is written in the same step, so a loser always finds it.
 _REDEEM_CODE = """
 local v = redis.call('GETDEL', KEYS[1])
 if not v then return false end
-redis.call('SET', KEYS[2], '{}', 'PX', ARGV[1])
-return v
-"""
-
-# KEYS: used. ARGV: issued. -1 when the code was presented again meanwhile (reused).
-_RECORD_CODE_TOKENS = """
-local v = redis.call('GET', KEYS[1])
-if not v then return 1 end
-if cjson.decode(v)['reused'] then return -1 end
-redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-return 1
-"""
-
-# KEYS: used. Flags the marker and returns it as it was (what the first use issued).
-_MARK_CODE_REUSED = """
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
-local d = cjson.decode(v)
-d['reused'] = true
-redis.call('SET', KEYS[1], cjson.encode(d), 'KEEPTTL')
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return v
 """
 
@@ -188,7 +192,8 @@ if not v then return {'unknown'} end
 local r = redis.call('GET', KEYS[3])
 if r then
   local at = tonumber(cjson.decode(r)['at'])
-  if tonumber(ARGV[3]) - at <= tonumber(ARGV[4]) then return {'grace', v, r} end
+  local grace = tonumber(ARGV[4])
+  if grace > 0 and tonumber(ARGV[3]) - at <= grace then return {'grace', v, r} end
   return {'reused', v}
 end
 local left = redis.call('PTTL', KEYS[2])
@@ -226,8 +231,6 @@ class RedisTokenStore:
         self._redeem = redis.register_script(_REDEEM_CODE)
         self._rotate = redis.register_script(_ROTATE)
         self._index_script = redis.register_script(_INDEX)
-        self._record_code = redis.register_script(_RECORD_CODE_TOKENS)
-        self._mark_reused = redis.register_script(_MARK_CODE_REUSED)
 
     async def _index(self, subject: str | None, kind: str, ident: str, ttl_s: float) -> None:
         if subject is None:
@@ -279,14 +282,15 @@ class RedisTokenStore:
 
     async def redeem_code(self, code_hash: str, used_ttl_s: float) -> Json | None:
         keys = [self.keys.code(code_hash), self.keys.code_used(code_hash)]
-        return _load(await self._redeem(keys=keys, args=[_ms(used_ttl_s)]))
+        return _load(await self._redeem(keys=keys, args=[_dump(_PENDING), _ms(used_ttl_s)]))
 
     async def record_code_tokens(self, code_hash: str, issued: Json) -> bool:
-        keys = [self.keys.code_used(code_hash)]
-        return int(await self._record_code(keys=keys, args=[_dump(issued)])) == 1
+        # XX: only over an existing marker; KEEPTTL: it lives as long as redeem_code said.
+        key = self.keys.code_used(code_hash)
+        return bool(await self.redis.set(key, _dump(issued), xx=True, keepttl=True))
 
-    async def mark_code_reused(self, code_hash: str) -> Json | None:
-        return _load(await self._mark_reused(keys=[self.keys.code_used(code_hash)]))
+    async def code_replay(self, code_hash: str) -> CodeReplay:
+        return _code_replay(_load(await self.redis.get(self.keys.code_used(code_hash))))
 
     async def used_code(self, code_hash: str) -> Json | None:
         return _load(await self.redis.get(self.keys.code_used(code_hash)))
@@ -396,6 +400,14 @@ def _rotation(status: str, data: Json | None, marker: Json | None) -> Rotation:
             successor=str(successor) if successor else None,
         )
     return Rotation(status, data)  # type: ignore[arg-type]
+
+
+def _code_replay(marker: Json | None) -> CodeReplay:
+    if marker is None:
+        return CodeReplay("unknown")
+    if marker.get("pending"):
+        return CodeReplay("in_flight")
+    return CodeReplay("replayed", marker)
 
 
 def _text(value: bytes | str) -> str:
@@ -517,26 +529,19 @@ class MemoryTokenStore:
         value = self._pop(self.keys.code(code_hash))
         if value is None:
             return None
-        self._set(self.keys.code_used(code_hash), {}, used_ttl_s)
+        self._set(self.keys.code_used(code_hash), dict(_PENDING), used_ttl_s)
         return dict(value)
 
     async def record_code_tokens(self, code_hash: str, issued: Json) -> bool:
         key = self.keys.code_used(code_hash)
-        marker = self._get(key)
-        if marker is None:
-            return True
-        if marker.get("reused"):
+        if self._get(key) is None:
             return False
         self._set(key, dict(issued), self._ttl(key))
         return True
 
-    async def mark_code_reused(self, code_hash: str) -> Json | None:
-        key = self.keys.code_used(code_hash)
-        marker = self._get(key)
-        if marker is None:
-            return None
-        self._set(key, {**marker, "reused": True}, self._ttl(key))
-        return dict(marker)
+    async def code_replay(self, code_hash: str) -> CodeReplay:
+        marker = self._get(self.keys.code_used(code_hash))
+        return _code_replay(dict(marker) if marker is not None else None)
 
     async def used_code(self, code_hash: str) -> Json | None:
         value = self._get(self.keys.code_used(code_hash))
@@ -579,7 +584,8 @@ class MemoryTokenStore:
         now = self._clock()
         marker: Json | None = self._get(self.keys.refresh_rotated(family, old_hash))
         if marker is not None:
-            status = "grace" if now - float(marker["at"]) <= grace_s else "reused"
+            in_grace = grace_s > 0 and now - float(marker["at"]) <= grace_s
+            status = "grace" if in_grace else "reused"
             return _rotation(status, dict(old), marker)
         left = self._ttl(self.keys.refresh(family, old_hash)) or ttl_s
         marker = {"at": now, "next": new_hash, "successor": successor}

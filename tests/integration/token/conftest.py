@@ -1,5 +1,6 @@
-"""A token service on a real database (SQLite; Postgres when configured), reached through
-httpx's ASGI transport, with a fake user service implementing /v1/credentials/verify."""
+"""A token service on a real database (SQLite; Postgres when configured) and a real token
+store (the in-process dict and Redis), reached through httpx's ASGI transport, with a fake
+user service implementing /v1/credentials/verify."""
 
 from __future__ import annotations
 
@@ -246,7 +247,22 @@ def users() -> FakeUserService:
     return fake
 
 
+@pytest.fixture(params=["dict", "redis"])
+def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings choosing the token store: the in-process dict (no Redis configured), or
+    Redis (a flushed database and a prefix of this test's own)."""
+    if request.param == "dict":
+        return {}
+    return {
+        "redis_url": request.getfixturevalue("redis_url"),
+        "redis_prefix": request.getfixturevalue("redis_prefix"),
+    }
+
+
 @pytest.fixture
-async def env(tmp_path: Path, database_url: str, users: FakeUserService) -> AsyncIterator[Env]:
-    async for e in start_env(make_settings(tmp_path, database_url), users):
+async def env(
+    tmp_path: Path, database_url: str, users: FakeUserService, store_settings: dict[str, Any]
+) -> AsyncIterator[Env]:
+    """The token service on each store (dict, Redis) and each database (SQLite, Postgres)."""
+    async for e in start_env(make_settings(tmp_path, database_url, **store_settings), users):
         yield e

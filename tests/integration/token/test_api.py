@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import jwt as pyjwt
 import pytest
+
+from authbus.token.issuer import IssuedGrant
 
 from .conftest import (
     ISSUER,
@@ -294,10 +299,13 @@ async def test_refresh_flow_and_reuse_detection(env: Env) -> None:
         headers=env.basic("web"),
     )
     assert ok.status_code == 200
-    # Once the new token has been used, the old one is refused.
+    # Once the new token has been used, the old one is reuse: refused, and the whole
+    # family is revoked (RFC 9700 §4.14.2), the newest tokens included.
     late = await env.http.post("/token", data=form, headers=env.basic("web"))
     assert late.status_code == 400
     assert late.json()["error"] == "invalid_grant"
+    for token in (ok.json()["refresh_token"], ok.json()["access_token"]):
+        assert await introspect_as(env, token, "web") is False
 
 
 async def test_code_reuse_revokes_first_tokens(env: Env) -> None:
@@ -406,7 +414,8 @@ async def test_jwks_is_cacheable(env: Env) -> None:
 async def test_readiness(env: Env) -> None:
     resp = await env.http.get("/readyz")
     assert resp.status_code == 200
-    assert resp.json()["checks"] == {"database": "ok"}
+    expected = {"database": "ok", **({"redis": "ok"} if env.settings.redis_url else {})}
+    assert resp.json()["checks"] == expected
 
 
 async def test_openapi_document_builds(env: Env) -> None:
@@ -422,16 +431,58 @@ async def test_repeated_authorize_parameter_is_error_page(env: Env) -> None:
 
 
 async def test_concurrent_code_redemption_issues_once(env: Env) -> None:
-    import asyncio
-
     code = await login_code(env)
     results = await asyncio.gather(*(exchange(env, code) for _ in range(5)))
     assert sorted(r.status_code for r in results) == [200, 400, 400, 400, 400]
+    assert {r.json()["error"] for r in results if r.status_code == 400} == {"invalid_grant"}
+
+
+async def test_duplicates_racing_the_first_redemption_leave_its_tokens_valid(
+    env: Env,
+) -> None:
+    # Hold the one redemption that wins until the four duplicates have been answered, so
+    # each of them arrives while it is issuing (not after: that would be a replay).
+    code = await login_code(env)
+    issuer = env.service.issuer
+    issue, losers_answered = issuer.issue, asyncio.Event()
+
+    async def issue_after_the_duplicates(*args: Any, **kwargs: Any) -> IssuedGrant:
+        await asyncio.wait_for(losers_answered.wait(), 10)
+        return await issue(*args, **kwargs)
+
+    refused: list[httpx.Response] = []
+
+    async def redeem() -> httpx.Response:
+        resp = await exchange(env, code)
+        if resp.status_code != 200:
+            refused.append(resp)
+            if len(refused) == 4:
+                losers_answered.set()
+        return resp
+
+    issuer.issue = issue_after_the_duplicates  # type: ignore[method-assign]
+    try:
+        results = await asyncio.gather(*(redeem() for _ in range(5)))
+    finally:
+        issuer.issue = issue  # type: ignore[method-assign]
+    [winner] = [r.json() for r in results if r.status_code == 200]
+    assert [r.json()["error"] for r in refused] == ["invalid_grant"] * 4
+    for token in (winner["access_token"], winner["refresh_token"]):
+        assert await introspect_as(env, token, "web") is True
+    # A presentation after the redemption finished is a replay (RFC 6749 §4.1.2): it
+    # revokes what the code issued.
+    assert (await exchange(env, code)).json()["error"] == "invalid_grant"
+    for token in (winner["access_token"], winner["refresh_token"]):
+        assert await introspect_as(env, token, "web") is False
+
+
+async def introspect_as(env: Env, token: str, client_id: str) -> bool:
+    resp = await env.http.post("/introspect", data={"token": token}, headers=env.basic(client_id))
+    active: bool = resp.json()["active"]
+    return active
 
 
 async def test_concurrent_refresh_rotates_once(env: Env) -> None:
-    import asyncio
-
     body = (await exchange(env, await login_code(env))).json()
     form = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
     results = await asyncio.gather(

@@ -15,6 +15,12 @@ from authbus.token.cli import client_app, keys_app
 from authbus.token.clients import ClientRepository, hash_secret
 from authbus.token.keys import ensure_signing_key, load_key_ring
 
+M1, M2, NOT_M1 = (
+    "tC03HJHhubeyO6NIRNKcHWOTlaZgDHnV7ifNBhbfBfI",
+    "wqFxgvbU8joeSahP4yqoYZpyIkBf52_1_WznExVvrKQ",
+    "yqYGVX4-dtfT0Dr25nQg-DXaQRI3GnxySbIsFguwDkM",
+)
+
 
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict[str, str]:
@@ -159,22 +165,26 @@ def test_keys_reseal_encrypts_and_needs_the_right_old_key(
 ) -> None:
     url = env["AUTHBUS_TOKEN__DATABASE_URL"]
     [(kid, _)] = keys_of(url)
-    sealed = runner.invoke(keys_app, ["reseal", "--new", "m1"], env=env)
+    sealed = runner.invoke(keys_app, ["reseal", "--new", M1], env=env)
     assert sealed.exit_code == 0, sealed.output
-    assert keys_of(url, "m1") == [(kid, True)]
+    assert keys_of(url, M1) == [(kid, True)]
     listed = json.loads(runner.invoke(keys_app, ["list", "--json"], env=env).stdout)["keys"]
     assert listed[0]["encrypted"] is True
 
-    wrong = runner.invoke(keys_app, ["reseal", "--old", "nope", "--new", "m2"], env=env)
+    wrong = runner.invoke(keys_app, ["reseal", "--old", NOT_M1, "--new", M2], env=env)
     assert wrong.exit_code == 1
-    assert keys_of(url, "m1") == [(kid, True)]  # unchanged
+    assert keys_of(url, M1) == [(kid, True)]  # unchanged
     # The configured master key is the default --old; the new one may come from a prompt.
     prompted = runner.invoke(
-        keys_app, ["reseal"], env={**env, "AUTHBUS_TOKEN__MASTER_KEY": "m1"}, input="m2\nm2\n"
+        keys_app, ["reseal"], env={**env, "AUTHBUS_TOKEN__MASTER_KEY": M1}, input=f"{M2}\n{M2}\n"
     )
     assert prompted.exit_code == 0, prompted.output
-    assert keys_of(url, "m2") == [(kid, True)]
+    assert keys_of(url, M2) == [(kid, True)]
     # Rotating with an encrypted ring needs the master key to seal the new key.
-    env2 = {**env, "AUTHBUS_TOKEN__MASTER_KEY": "m2"}
+    refused = runner.invoke(keys_app, ["rotate"], env=env)
+    assert refused.exit_code == 1
+    assert "no master key is configured" in refused.output
+    assert len(keys_of(url, M2)) == 1  # nothing rotated
+    env2 = {**env, "AUTHBUS_TOKEN__MASTER_KEY": M2}
     assert runner.invoke(keys_app, ["rotate"], env=env2).exit_code == 0
-    assert len(keys_of(url, "m2")) == 2
+    assert len(keys_of(url, M2)) == 2

@@ -141,6 +141,9 @@ async def test_unrelated_events_and_redelivery_change_nothing_more(
         assert await introspect(env, second["access_token"])
 
 
-async def test_without_redis_no_subscriber_runs(env: Env) -> None:
+async def test_users_channel_is_followed_only_with_redis(env: Env) -> None:
     # Event delivery needs Redis; the dict store lives in one process anyway.
-    assert env.app.state.user_events is None
+    if env.settings.redis_url is None:
+        assert env.app.state.user_events is None
+    else:
+        assert isinstance(env.app.state.user_events, UserEventsSubscriber)

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt as pyjwt
@@ -65,9 +66,10 @@ async def _create_clients(database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def live(tmp_path: Path, database_url: str) -> Iterator[Live]:
+def live(tmp_path: Path, database_url: str, store_settings: dict[str, Any]) -> Iterator[Live]:
+    """The token service under uvicorn, on each store (dict, Redis) and database."""
     port = free_port()
-    settings = make_settings(tmp_path, database_url)
+    settings = make_settings(tmp_path, database_url, **store_settings)
     settings = settings.model_copy(update={"token_url": f"http://127.0.0.1:{port}"})
     upgrade(database_url, "token")
     client_secrets = asyncio.run(_create_clients(database_url))

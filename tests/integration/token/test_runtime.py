@@ -27,6 +27,8 @@ from authbus.token.models import SigningKeyRow
 
 from .conftest import FakeUserService, auth_params, hidden_fields, make_settings, start_env
 
+MASTER_KEY = "_gRHWvAq8SAD3zNc2Gdj5JnpiHed0bqeWuVtf_OSYaM"
+
 
 async def test_redis_store_records_tokens_for_other_services(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str, users: FakeUserService
@@ -89,7 +91,7 @@ async def test_eddsa_and_encrypted_keys(
     tmp_path: Path, database_url: str, users: FakeUserService
 ) -> None:
     settings = make_settings(
-        tmp_path, database_url, token={"signing_alg": "EdDSA", "master_key": "m4ster"}
+        tmp_path, database_url, token={"signing_alg": "EdDSA", "master_key": MASTER_KEY}
     )
     async for env in start_env(settings, users):
         token = await env.client_token("svc")
@@ -102,7 +104,7 @@ async def test_eddsa_and_encrypted_keys(
     async with create_sessionmaker(engine)() as session:
         (row,) = (await session.scalars(select(SigningKeyRow))).all()
     await engine.dispose()
-    assert row.private_jwk.startswith("enc:v1:")
+    assert row.private_jwk.startswith("enc:v2:")
     assert '"d"' not in row.private_jwk
 
 
@@ -164,9 +166,9 @@ async def test_reseal_keys_under_new_master_key(tmp_path: Path, database_url: st
     engine = create_engine(database_url)
     sm = create_sessionmaker(engine)
     kid = await ensure_signing_key(sm, "ES256", None)
-    assert await reseal_signing_keys(sm, None, "new-key") == 1
+    assert await reseal_signing_keys(sm, None, MASTER_KEY) == 1
     with pytest.raises(ValueError):
         await load_key_ring(sm, None)
-    ring = await load_key_ring(sm, "new-key")
+    ring = await load_key_ring(sm, MASTER_KEY)
     await engine.dispose()
     assert ring.active.kid == kid

@@ -23,8 +23,10 @@ from authbus.token.errors import (
     UnsupportedGrantType,
 )
 from authbus.token.grants import AuthorizationServer, RedirectError
-from authbus.token.issuer import IssuedGrant, TokenIssuer
+from authbus.token.issuer import IssuedGrant, IssuerConfig, TokenIssuer
+from authbus.token.keys import KeyRing
 from authbus.token.pkce import s256_challenge
+from authbus.token.store import MemoryTokenStore
 
 from .conftest import ISSUER, SECRET, DictClients
 
@@ -271,7 +273,7 @@ async def test_reused_code_revokes_tokens_from_first_use(
     assert (await issuer.introspect(first["refresh_token"]))["active"] is False
 
 
-async def test_code_reused_while_first_tokens_are_issued_revokes_them(
+async def test_code_presented_while_its_redemption_issues_is_refused_without_revoking(
     server: AuthorizationServer, issuer: TokenIssuer
 ) -> None:
     code, params = await code_for(server)
@@ -282,23 +284,48 @@ async def test_code_reused_while_first_tokens_are_issued_revokes_them(
         "redirect_uri": params["redirect_uri"],
         "code_verifier": VERIFIER,
     }
-    issue, issued = issuer.issue, []
+    issue = issuer.issue
 
-    async def issue_while_reused(*args: Any, **kwargs: Any) -> IssuedGrant:
-        # The attacker's copy of the code arrives between redemption and the recording of
-        # what the first use issued: the window the used marker's flag closes.
+    async def issue_while_duplicated(*args: Any, **kwargs: Any) -> IssuedGrant:
+        # A concurrent duplicate arrives between redemption and the recording of what the
+        # redemption issued: it is refused, and nothing had been issued before it.
         with pytest.raises(InvalidGrant, match="already used"):
             await server.token_request(client, form)
-        grant = await issue(*args, **kwargs)
-        issued.append(grant)
-        return grant
+        return await issue(*args, **kwargs)
 
-    issuer.issue = issue_while_reused  # type: ignore[method-assign]
+    issuer.issue = issue_while_duplicated  # type: ignore[method-assign]
+    winner = (await server.token_request(client, form)).response()
+    issuer.issue = issue  # type: ignore[method-assign]
+    assert (await issuer.introspect(winner["access_token"]))["active"] is True
+    assert (await issuer.introspect(winner["refresh_token"]))["active"] is True
+    # A presentation after the redemption finished is a replay: it revokes the winner's.
     with pytest.raises(InvalidGrant, match="already used"):
         await server.token_request(client, form)
-    [grant] = issued
-    assert (await issuer.introspect(grant.access_token))["active"] is False
-    assert (await issuer.introspect(str(grant.refresh_token)))["active"] is False
+    assert (await issuer.introspect(winner["access_token"]))["active"] is False
+    assert (await issuer.introspect(winner["refresh_token"]))["active"] is False
+
+
+async def test_code_replayed_after_the_access_token_expired_still_revokes_the_refresh_family(
+    clients: DictClients, ring: KeyRing
+) -> None:
+    now = [1000.0]
+    store = MemoryTokenStore(clock=lambda: now[0], warn=False)
+    issuer = TokenIssuer(IssuerConfig(issuer=ISSUER, access_token_ttl_s=900), store, ring)
+    server = AuthorizationServer(clients, issuer)
+    code, params = await code_for(server)
+    client = await server.authenticate_client(basic("web", SECRET), {})
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": params["redirect_uri"],
+        "code_verifier": VERIFIER,
+    }
+    first = (await server.token_request(client, form)).response()
+    now[0] += 900 + 3600  # the access token is long gone; the refresh token lives 30 days
+    assert (await issuer.introspect(first["refresh_token"]))["active"] is True
+    with pytest.raises(InvalidGrant, match="already used"):
+        await server.token_request(client, form)
+    assert (await issuer.introspect(first["refresh_token"]))["active"] is False
 
 
 # --- client authentication -------------------------------------------------------------
@@ -443,7 +470,7 @@ async def test_refresh_retried_within_grace_gets_the_same_new_token(
         assert (await issuer.introspect(token))["active"] is True
 
 
-async def test_refresh_retry_after_the_new_token_was_used_is_refused(
+async def test_refresh_retry_after_the_new_token_was_used_revokes_the_family(
     server: AuthorizationServer, issuer: TokenIssuer
 ) -> None:
     issuer.config = replace(issuer.config, refresh_reuse_grace_s=30)
@@ -456,9 +483,12 @@ async def test_refresh_retry_after_the_new_token_was_used_is_refused(
             client, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
         )
     ).response()
-    with pytest.raises(InvalidGrant, match="just used"):
+    # The new token was used, so the response was not lost: the old one is a second party
+    # holding the grant (RFC 9700 §4.14.2), and the whole family goes.
+    with pytest.raises(InvalidGrant, match="already used; the grant is revoked"):
         await server.token_request(client, form)
-    assert (await issuer.introspect(third["refresh_token"]))["active"] is True
+    for token in (third["refresh_token"], third["access_token"], second["access_token"]):
+        assert (await issuer.introspect(token))["active"] is False
 
 
 async def test_refresh_retry_within_grace_by_another_client_is_refused(
