@@ -103,8 +103,7 @@ class CancelOrdersOfDisabledUsers(EventSubscriber):
                         ORDERS_CHANNEL,
                         "order.cancelled",
                         {"order_id": order.id, "user_id": user_id, "reason": order.cancel_reason},
-                        aggregate_type="order",
-                        aggregate_id=order.id,
+                        aggregate=("order", order.id),
                         causation_id=event.id,
                         idempotency_key=f"cancel-{order.id}",
                     )
@@ -218,7 +217,7 @@ def create_app(config: OrdersConfig) -> FastAPI:
             poll_interval=2.0,
             stop_timeout=15.0,  # in-flight events get this long on shutdown
         )
-        consuming = asyncio.create_task(subscriber.run(), name="orders-users-subscriber")
+        consuming = asyncio.create_task(subscriber.serve(), name="orders-users-subscriber")
         app.state.token_validator = validator
         app.state.redis = redis
         app.state.publisher = publisher
@@ -292,8 +291,7 @@ def create_app(config: OrdersConfig) -> FastAPI:
                     "item": order.item,
                     "quantity": order.quantity,
                 },
-                aggregate_type="order",
-                aggregate_id=order.id,
+                aggregate=("order", order.id),
                 correlation_id=request_id_var.get(),
                 idempotency_key=order.id,
             )

@@ -144,7 +144,7 @@ async def test_reaper_requeues_an_expired_lease_with_the_next_attempt(ops: Deliv
     [claimed] = await ops.claim("billing", count=1, lease_ms=1)
     await asyncio.sleep(0.01)
 
-    assert await ops.reap("billing", max_deliveries=3) == (1, 0)
+    assert await ops.reap("billing", max_deliveries=3) == (1, [])
 
     assert await ops.client.llen(ops.keys.processing("billing")) == 0
     # Requeued at the consuming end: retried before event 2.
@@ -186,7 +186,7 @@ async def test_an_unreadable_item_goes_to_dead_at_once(ops: DeliveryOps) -> None
     await ops.claim("billing", count=1, lease_ms=1)
     await asyncio.sleep(0.01)
 
-    assert await ops.reap("billing", max_deliveries=5) == (0, 1)
+    assert await ops.reap("billing", max_deliveries=5) == (0, [""])
     assert await ops.client.lrange(ops.keys.dead("billing"), 0, -1) == ["garbage"]
 
 
@@ -198,7 +198,7 @@ async def test_renew_keeps_a_lease_and_reports_a_lost_one(ops: DeliveryOps) -> N
 
     assert await ops.renew("billing", [kept, lost], 60_000) == [True, False]
     await asyncio.sleep(0.01)
-    assert await ops.reap("billing", max_deliveries=3) == (0, 0)
+    assert await ops.reap("billing", max_deliveries=3) == (0, [])
 
 
 async def test_retry_after_backoff_requeues_only_once_the_backoff_ends(ops: DeliveryOps) -> None:
@@ -207,9 +207,42 @@ async def test_retry_after_backoff_requeues_only_once_the_backoff_ends(ops: Deli
     [item] = await ops.claim("billing", count=1, lease_ms=60_000)
 
     assert await ops.retry_after("billing", item, 60_000) is True
-    assert await ops.reap("billing", max_deliveries=3) == (0, 0)  # backoff not over
+    assert await ops.reap("billing", max_deliveries=3) == (0, [])  # backoff not over
     assert await ops.retry_after("billing", item, 0) is True
-    assert await ops.reap("billing", max_deliveries=3) == (1, 0)
+    assert await ops.reap("billing", max_deliveries=3) == (1, [])
+
+
+async def test_a_released_delivery_waits_the_backoff_of_its_attempt(ops: DeliveryOps) -> None:
+    await subscribe(ops, "billing")
+    await ops.fanout([format_delivery(make_event(1))], first_position=1)
+    [item] = await ops.claim("billing", count=1, lease_ms=60_000)
+    assert await ops.retry_after("billing", item) is True  # released: lease ends now
+
+    # Attempt 1 waits 300 ms after its release; a reaper run before that leaves it alone.
+    assert await ops.reap("billing", max_deliveries=3, backoff_ms=300, max_backoff_ms=1000) == (
+        0,
+        [],
+    )
+    await asyncio.sleep(0.35)
+    assert await ops.reap("billing", max_deliveries=3, backoff_ms=300, max_backoff_ms=1000) == (
+        1,
+        [],
+    )
+    [retried] = await ops.claim("billing", count=1, lease_ms=60_000)
+    assert parse_delivery(retried).attempt == 2
+
+
+async def test_the_reaper_names_the_events_it_dead_letters(ops: DeliveryOps) -> None:
+    await subscribe(ops, "billing")
+    await ops.fanout([format_delivery(make_event(7))], first_position=7)
+    [item] = await ops.claim("billing", count=1, lease_ms=60_000)
+    await ops.retry_after("billing", item)
+
+    # The last attempt goes to dead as soon as its lease ends: no backoff before dead.
+    reaped = await ops.reap("billing", max_deliveries=1, backoff_ms=60_000, max_backoff_ms=60_000)
+
+    assert reaped == (0, ["id-7"])
+    assert await ops.client.lrange(ops.keys.dead("billing"), 0, -1) == [item]
 
 
 async def test_dead_letters_can_be_requeued_by_event_and_purged(ops: DeliveryOps) -> None:

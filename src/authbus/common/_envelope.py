@@ -57,6 +57,11 @@ class Event(BaseModel):
     """One stored event, as the log returns it and as subscribers receive it.
 
     `position` is global across channels and increases with every append.
+
+    Example:
+        async def process_event(self, event: Event) -> None:
+            if event.type == "order.placed" and event.aggregate_version == 1:
+                await reserve_stock(event.data["order_id"], causation=event.id)
     """
 
     model_config = ConfigDict(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError
 
 from authbus.common._keys import ChannelKeys
 
-__all__ = ["AsyncRedis", "DeliveryOps", "LuaScript", "connect", "is_cluster_url"]
+__all__ = ["AsyncRedis", "DeliveryOps", "LuaScript", "Reaped", "connect", "is_cluster_url"]
 
 AsyncRedis = Union["aioredis.Redis", "RedisCluster"]
 
@@ -83,6 +83,14 @@ def script(name: str) -> LuaScript:
     return found
 
 
+class Reaped(NamedTuple):
+    """What one reaper run did: deliveries requeued, and the event ids it dead-lettered
+    (`""` for an unreadable item)."""
+
+    requeued: int
+    dead: list[str]
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -139,15 +147,24 @@ class DeliveryOps:
         """Renew the leases of long-running deliveries."""
         return await self.extend(subscriber, items, lease_ms)
 
-    async def retry_after(self, subscriber: str, item: str, backoff_ms: int) -> bool:
-        """A failed delivery stays in processing; the reaper requeues it after `backoff_ms`."""
-        held = await self.extend(subscriber, [item], backoff_ms)
+    async def retry_after(self, subscriber: str, item: str, delay_ms: int = 0) -> bool:
+        """Release a failed delivery: it stays in processing with its lease ending in
+        `delay_ms`; the reaper requeues it once that and its attempt's backoff have passed."""
+        held = await self.extend(subscriber, [item], delay_ms)
         return bool(held and held[0])
 
     async def reap(
-        self, subscriber: str, *, max_deliveries: int, limit: int = 500
-    ) -> tuple[int, int]:
-        """Requeue deliveries whose lease ran out; returns (requeued, dead-lettered)."""
+        self,
+        subscriber: str,
+        *,
+        max_deliveries: int,
+        backoff_ms: int = 0,
+        max_backoff_ms: int = 0,
+        limit: int = 500,
+    ) -> Reaped:
+        """Requeue deliveries whose lease ended at least their attempt's backoff ago
+        (`backoff_ms * 2**(attempt-1)`, at most `max_backoff_ms`); past `max_deliveries`
+        they go to the dead list. Returns how many were requeued and the dead event ids."""
         k = self.keys
         keys = [
             k.processing(subscriber),
@@ -155,8 +172,9 @@ class DeliveryOps:
             k.published(subscriber),
             k.dead(subscriber),
         ]
-        found = await script("reap")(self.client, keys, [max_deliveries, limit, k.notify])
-        return int(found[0]), int(found[1])
+        args = [max_deliveries, limit, k.notify, backoff_ms, max_backoff_ms]
+        found = await script("reap")(self.client, keys, args)
+        return Reaped(int(found[0]), [_text(i) for i in found[1:]])
 
     async def requeue_dead(self, subscriber: str, event_id: str | None = None) -> int:
         """Move dead letters (all, or those of `event_id`) back to published at attempt 1."""

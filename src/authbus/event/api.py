@@ -1,7 +1,10 @@
 """HTTP API of the event service: translate requests to `EventService` / `Subscriptions` calls.
 
-Scopes: `events:publish` to publish; `events:read` to read the log, channel stats and dead
-letters; `events:admin` to change delivery state (subscribe, unsubscribe, requeue, purge).
+Scopes: `events:publish` to publish to any channel, or `events:publish:<channel>` to that
+channel only; `events:read` to read the log, channel stats and dead letters, or
+`events:read:<channel>` for those of one channel (the channel list and aggregate trails, which
+span channels, need `events:read`); `events:admin` to change delivery state (subscribe,
+unsubscribe, requeue, purge).
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from authbus.common._envelope import NAME_PATTERN, Event
-from authbus.common.security import Caller, requires
+from authbus.common.security import Caller, authenticate, insufficient_scope, requires
 from authbus.event.errors import DeliveryUnavailable, EventTooLarge, SubscriberNotFound
 from authbus.event.log import EventLog, NewEvent
 from authbus.event.service import MAX_BATCH, EventService
@@ -111,6 +115,37 @@ async def _size_limit(request: Request) -> None:
         raise EventTooLarge(f"the request body is above {limit} bytes")
 
 
+_bearer = HTTPBearer(auto_error=False, description="An access token from the token service")
+
+
+def channel_scope(action: Literal["publish", "read"]) -> Any:
+    """A dependency: a token holding `events:<action>` or `events:<action>:<channel>`.
+
+    The 403 names the channel and both scopes that would do (RFC 6750 §3.1
+    `insufficient_scope`; the challenge's `scope` is the narrowest one that suffices).
+    """
+    broad = f"events:{action}"
+
+    async def check(
+        request: Request,
+        channel: ChannelName,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    ) -> Caller:
+        caller = await authenticate(request, credentials)
+        narrow = f"{broad}:{channel}"
+        if broad in caller.scopes or narrow in caller.scopes:
+            return caller
+        refused = insufficient_scope((narrow,), [narrow])
+        assert isinstance(refused.detail, dict)
+        refused.detail["error_description"] = (
+            f"the token may not {action} on channel {channel!r}: "
+            f"it needs the scope {broad} or {narrow}"
+        )
+        raise refused
+
+    return Depends(check)
+
+
 def _producer(caller: Caller) -> str:
     return caller.client_id or caller.subject
 
@@ -127,7 +162,7 @@ async def publish(
     body: PublishRequest,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-    caller: Caller = Depends(requires("events:publish")),
+    caller: Caller = channel_scope("publish"),
     service: EventService = Depends(_service),
 ) -> Event:
     """Append one event to the channel's log and fan it out to its subscribers."""
@@ -151,7 +186,7 @@ async def publish_batch(
     body: BatchRequest,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-    caller: Caller = Depends(requires("events:publish")),
+    caller: Caller = channel_scope("publish"),
     service: EventService = Depends(_service),
 ) -> EventsPage:
     """Append all events in one transaction (all or none), then one fan-out call."""
@@ -173,7 +208,7 @@ async def read_channel(
     channel: ChannelName,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    _caller: Caller = Depends(requires("events:read")),
+    _caller: Caller = channel_scope("read"),
     event_log: EventLog = Depends(_log),
 ) -> EventsPage:
     """Events of the channel with position > `after`, oldest first (replay)."""
@@ -238,7 +273,7 @@ async def list_channels(
 @router.get("/v1/channels/{channel}", summary="Delivery stats of a channel")
 async def channel_stats(
     channel: ChannelName,
-    _caller: Caller = Depends(requires("events:read")),
+    _caller: Caller = channel_scope("read"),
     subs: Subscriptions = Depends(_subscriptions),
     event_log: EventLog = Depends(_log),
 ) -> dict[str, Any]:
@@ -261,10 +296,21 @@ async def subscribe(
     _caller: Caller = Depends(requires("events:admin")),
     subs: Subscriptions = Depends(_subscriptions),
 ) -> dict[str, Any]:
-    """Add `name` to the channel; `start: beginning` replays the log into its list."""
+    """Add `name` to the channel; `start: beginning` (or a position) replays the log.
+
+    The replay is fed under the subscriber's waiting limit: `replayed` is what went into its
+    list now, and `lagging_since_position` (when not null) the position from which the
+    dispatcher goes on feeding it as it drains.
+    """
     start = (body or SubscribeRequest()).start
-    replayed = await subs.subscribe(channel, name, start)
-    return {"channel": channel, "name": name, "start": start, "replayed": replayed}
+    replayed, lagging = await subs.subscribe(channel, name, start)
+    return {
+        "channel": channel,
+        "name": name,
+        "start": start,
+        "replayed": replayed,
+        "lagging_since_position": lagging,
+    }
 
 
 @router.delete("/v1/channels/{channel}/subscribers/{name}", status_code=204, summary="Unsubscribe")
@@ -289,7 +335,7 @@ async def dead_letters(
     channel: ChannelName,
     name: SubscriberName,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    _caller: Caller = Depends(requires("events:read")),
+    _caller: Caller = channel_scope("read"),
     subs: Subscriptions = Depends(_subscriptions),
 ) -> dict[str, Any]:
     """The newest dead deliveries, with the attempt at which each gave up."""

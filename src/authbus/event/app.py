@@ -24,6 +24,7 @@ from authbus.core.db import create_engine, create_sessionmaker
 from authbus.core.redis import create_redis
 from authbus.core.settings import Settings
 from authbus.event.api import router
+from authbus.event.dead_letters import DeadLetterBound
 from authbus.event.delivery import Dispatcher, Fanout
 from authbus.event.errors import EventTooLarge
 from authbus.event.log import EventLog, SqlEventLog
@@ -109,8 +110,9 @@ def create_app(
         published = metrics.counter(
             "authbus_events_published", "Events appended to the log", ["channel"]
         )
+        event_settings = settings.event
         fanout = Fanout(
-            client, settings.redis_prefix, max_waiting=settings.event.max_waiting_per_subscriber
+            client, settings.redis_prefix, max_waiting=event_settings.max_waiting_per_subscriber
         )
         deferred = metrics.counter(
             "authbus_event_fanout_deferred",
@@ -120,16 +122,29 @@ def create_app(
         dispatched = metrics.counter(
             "authbus_event_dispatched", "Events fanned out by the dispatcher from the log", []
         )
+        redispatched = metrics.counter(
+            "authbus_event_redispatched",
+            "Events fanned out again after Redis restarted or failed over (run_id changed)",
+            [],
+        )
         dispatcher = Dispatcher(
             log,
             fanout,
-            interval=settings.event.dispatch_interval_s,
+            interval=event_settings.dispatch_interval_s,
             on_deferred=deferred.inc,
             on_dispatched=dispatched.inc,
+            on_redispatched=redispatched.inc,
         )
         app.state.event_log = log
         app.state.dispatcher = dispatcher
-        subscriptions = Subscriptions(client, settings.redis_prefix, log)
+        subscriptions = Subscriptions(
+            client,
+            settings.redis_prefix,
+            log,
+            stale_after_s=event_settings.subscriber_stale_after_s,
+            max_waiting=event_settings.max_waiting_per_subscriber,
+            catch_up=dispatcher.catch_up,
+        )
         app.state.subscriptions = subscriptions
         lag = DeliveryMetrics(metrics.registry, subscriptions, log)
         app.state.delivery_metrics = lag
@@ -152,11 +167,20 @@ def create_app(
         stop_housekeeping = asyncio.Event()
         housekeeping = asyncio.create_task(_housekeeping(log, stop_housekeeping))
         # Delivery lag on /metrics needs Redis; without it there is no delivery to watch.
-        lag_task = (
-            asyncio.create_task(lag.run(stop_housekeeping), name="event-delivery-metrics")
-            if client is not None
-            else None
-        )
+        lag_task = None
+        if client is not None:
+            bound = DeadLetterBound(
+                client, settings.redis_prefix, log, max_dead=event_settings.max_dead_per_subscriber
+            )
+            app.state.dead_letter_bound = bound
+
+            async def trim_dead_lists(channels: list[str]) -> None:
+                for channel in channels:
+                    await bound.trim_channel(channel)
+
+            lag_task = asyncio.create_task(
+                lag.run(stop_housekeeping, upkeep=trim_dead_lists), name="event-delivery-metrics"
+            )
         try:
             yield
         finally:

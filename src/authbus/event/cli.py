@@ -78,12 +78,16 @@ def _run(work: Callable[[Subscriptions], Awaitable[T]]) -> T:
     redis_url = settings.redis_url
 
     async def main() -> T:
-        # The engine connects only if the command reads the log (stats without a channel).
+        # The engine connects only if the command reads the log (stats: channels, trims).
         engine = create_engine(settings.database_url("event"))
         client = create_redis(redis_url, decode_responses=True)
         try:
             subs = Subscriptions(
-                client, settings.redis_prefix, SqlEventLog(create_sessionmaker(engine))
+                client,
+                settings.redis_prefix,
+                SqlEventLog(create_sessionmaker(engine)),
+                stale_after_s=settings.event.subscriber_stale_after_s,
+                max_waiting=settings.event.max_waiting_per_subscriber,
             )
             return await work(subs)
         finally:
@@ -153,6 +157,8 @@ def _stats_rows(found: list[ChannelStats]) -> list[list[str]]:
                 state.append("stale")
             if s.dead:
                 state.append("dead letters")
+            if s.dead_trimmed:
+                state.append(f"{s.dead_trimmed} dead trimmed")
             rows.append(
                 [
                     channel.channel,

@@ -6,6 +6,12 @@ delivers it once Redis is back, so every committed event reaches every subscribe
 once. While a backlog exists, new publishes go through the dispatcher too, so events of this
 process reach Redis in log order.
 
+A Redis that restarts (or fails over) may come back without its last writes: with
+`appendfsync everysec` up to about a second of fan-outs, although the log has them marked
+dispatched. The dispatcher watches the server's `run_id` and, when it changes, fans out again
+what this process fanned out shortly before (`restart_window_s`): delivery is at-least-once,
+so a repeat is allowed where a loss is not.
+
     fanout = Fanout(redis, "ab")
     dispatcher = Dispatcher(log, fanout, interval=1.0)
     await dispatcher.after_commit(events)      # in the publish path
@@ -20,14 +26,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
+from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from authbus.common._envelope import Event, format_delivery
 from authbus.common._scripts import AsyncRedis, DeliveryOps
+from authbus.event.catch_up import CatchUp
 from authbus.event.log import EventLog
 
 __all__ = ["Dispatcher", "Fanout"]
@@ -76,7 +86,8 @@ class Fanout:
 
 class Dispatcher:
     """Fans out what the log holds as undispatched: after a Redis outage, or a crash between
-    commit and fan-out. `grace_s` keeps it off events whose inline fan-out is under way."""
+    commit and fan-out. `grace_s` keeps it off events whose inline fan-out is under way.
+    Each pass also feeds lagging subscribers (`CatchUp`) and checks for a Redis restart."""
 
     def __init__(
         self,
@@ -88,36 +99,61 @@ class Dispatcher:
         batch: int = 500,
         on_deferred: Callable[[int], None] | None = None,
         on_dispatched: Callable[[int], None] | None = None,
-        catch_up_interval: float = 5.0,
+        on_redispatched: Callable[[int], None] | None = None,
         full_scan_interval: float = 300.0,
+        restart_window_s: float = 10.0,
+        catch_up: CatchUp | None = None,
     ) -> None:
         self.log = event_log
         self.on_deferred = on_deferred
         self.on_dispatched = on_dispatched
+        self.on_redispatched = on_redispatched
         self.fanout = fanout
         self.interval = interval
         self.grace_s = grace_s
         self.batch = batch
         # True while this process knows of undispatched events: new publishes queue behind.
         self.backlog = False
+        # Raised on every deferral, so a pass that started before one does not clear backlog.
+        self._deferrals = 0
         self.dispatched_total = 0
+        self.redispatched_total = 0
         self._wake = asyncio.Event()
         # One pass at a time, or two passes would fan the same events out twice.
         self._pass = asyncio.Lock()
         self._stopped = False
-        self.catch_up_interval = catch_up_interval
-        self._last_catch_up = 0.0
         self.full_scan_interval = full_scan_interval
         self._last_full_scan = float("-inf")
+        self.catch_up = catch_up
+        if catch_up is None and fanout.client is not None:
+            self.catch_up = CatchUp(
+                fanout.client,
+                fanout.prefix,
+                event_log,
+                max_waiting=fanout.max_waiting,
+                batch=batch,
+                channels=fanout.lagging_channels,
+            )
+        self.restart_window_s = restart_window_s
+        # (monotonic time, positions) of recent fan-outs, to repeat after a Redis restart.
+        self._recent: deque[tuple[float, list[int]]] = deque()
+        self._server_ids: dict[str, str] | None = None
+
+    def _remember(self, positions: list[int]) -> None:
+        if self.restart_window_s > 0:
+            self._recent.append((time.monotonic(), positions))
 
     async def after_commit(self, events: Sequence[Event]) -> bool:
         """The publish path: fan out now, or leave the events to the dispatcher. Never raises."""
         if not self.backlog and await self.fanout.deliver(events):
+            positions = [e.position for e in events]
+            self._remember(positions)
             with contextlib.suppress(Exception):
                 # Failing here only means a duplicate fan-out later (at-least-once).
-                await self.log.mark_dispatched([e.position for e in events])
+                await self.log.mark_dispatched(positions)
             return True
         self.backlog = True
+        self._deferrals += 1
         self._wake.set()
         if self.on_deferred is not None:
             self.on_deferred(len(events))
@@ -130,15 +166,20 @@ class Dispatcher:
 
     async def _dispatch_batch(self) -> int:
         # In backlog mode this process has stopped inline fan-out, so no grace is needed.
+        deferrals = self._deferrals
         older_than = None if self.backlog else datetime.now(UTC) - timedelta(seconds=self.grace_s)
         pending = await self.log.undispatched(limit=self.batch, older_than=older_than)
         if not pending:
-            self.backlog = False
+            # Only a full read made after the last deferral may end backlog mode.
+            if older_than is None and deferrals == self._deferrals:
+                self.backlog = False
             return 0
         if not await self.fanout.deliver(pending):
             self.backlog = True
             return 0
-        await self.log.mark_dispatched([e.position for e in pending])
+        positions = [e.position for e in pending]
+        self._remember(positions)
+        await self.log.mark_dispatched(positions)
         self.dispatched_total += len(pending)
         if self.on_dispatched is not None:
             self.on_dispatched(len(pending))
@@ -146,50 +187,69 @@ class Dispatcher:
         return len(pending)
 
     async def catch_up_lagging(self) -> int:
-        """Feed lagging subscribers from the log, one batch each; returns events pushed.
+        """Feed lagging subscribers from the log up to their bound; returns events pushed.
 
         A subscriber whose list hit `max_waiting` is marked lagging and skipped by fan-out;
-        once its list is below half the bound it gets the missed events from the log, in
-        order, until it has caught up (then fan-out resumes for it).
+        `CatchUp` then gives it the missed events from the log, in order, batch after batch
+        while its list has room, until it has caught up (then fan-out resumes for it).
         """
-        client = self.fanout.client
-        if client is None:
+        if self.catch_up is None:
             return 0
-        channels = set(self.fanout.lagging_channels)
+        also: list[str] = []
         if time.monotonic() - self._last_full_scan >= self.full_scan_interval:
             # Marks left by another instance or before a restart: look at every channel,
             # rarely, since listing the log's channels scans the table.
             self._last_full_scan = time.monotonic()
-            channels.update(c.channel for c in await self.log.channels())
-        pushed = 0
-        for channel in sorted(channels):
-            ops = DeliveryOps(client, self.fanout.prefix, channel)
-            marks = await ops.lagging()
-            if not marks:
-                self.fanout.lagging_channels.discard(channel)
-            for name, mark in marks.items():
-                room = self.fanout.max_waiting // 2 or self.batch
-                if await client.llen(ops.keys.published(name)) >= room:
-                    continue
-                pushed += await self._catch_up_one(ops, channel, name, mark)
-        return pushed
+            also = [c.channel for c in await self.log.channels()]
+        return await self.catch_up.feed_all(also)
 
-    async def _catch_up_one(self, ops: DeliveryOps, channel: str, name: str, mark: int) -> int:
-        batch = await self.log.read_channel(channel, after=mark - 1, limit=self.batch)
-        if batch:
-            items = [format_delivery(e) for e in batch]
-            done = await ops.catch_up(
-                name, mark=mark, next_mark=batch[-1].position + 1, items=items
-            )
-            return done or 0
-        if await ops.catch_up(name, mark=mark, next_mark=None, items=[]) is None:
-            return 0  # a late event lowered the mark: the next pass rereads from it
-        # Cleared. An event fanned out (and skipped) just before is committed, so reading
-        # once more finds it: nothing is lost, a few events may arrive twice.
-        late = await self.log.read_channel(channel, after=mark - 1, limit=self.batch)
-        if late:
-            await ops.replay(name, [format_delivery(e) for e in late])
-        return len(late)
+    async def _read_server_ids(self) -> dict[str, str]:
+        client = self.fanout.client
+        assert client is not None
+        if isinstance(client, RedisCluster):
+            found: Any = await client.info("server", target_nodes=RedisCluster.ALL_NODES)
+            return {node: str(info.get("run_id")) for node, info in found.items()}
+        return {"": str((await client.info("server")).get("run_id"))}
+
+    async def check_restart(self) -> int:
+        """Fan out recent events again when the Redis server's run_id changed; returns how many.
+
+        A restarted server may have lost its last writes (with `appendfsync everysec`, up to
+        about a second). What this process fanned out within `restart_window_s` before it
+        last saw the old server is fanned out again; older fan-outs were on disk by then.
+        """
+        if self.fanout.client is None or self.restart_window_s <= 0:
+            return 0
+        ids = await self._read_server_ids()
+        now = time.monotonic()
+        previous, self._server_ids = self._server_ids, ids
+        if previous is None or previous == ids:
+            # The same server is up: what it got before the window is durable by now.
+            while self._recent and self._recent[0][0] < now - self.restart_window_s:
+                self._recent.popleft()
+            return 0
+        positions = sorted({p for _, batch in self._recent for p in batch})
+        self._recent.clear()
+        if not positions:
+            return 0
+        log.warning(
+            "redis restarted or failed over: fanning out recent events again",
+            extra={"count": len(positions)},
+        )
+        count = 0
+        for start in range(0, len(positions), self.batch):
+            found = await self.log.events_at(positions[start : start + self.batch])
+            if found and not await self.fanout.deliver(found):
+                # Down again: keep the rest for the next check.
+                self._recent.appendleft((now, positions[start:]))
+                self._server_ids = previous
+                break
+            self._remember([e.position for e in found])
+            count += len(found)
+        self.redispatched_total += count
+        if self.on_redispatched is not None and count:
+            self.on_redispatched(count)
+        return count
 
     def stop(self) -> None:
         """Make `run()` return at its next wait (a query is never cut off mid-flight)."""
@@ -197,21 +257,25 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Loop until `stop()`: dispatch, then wait `interval` (or a wake-up)."""
+        """Loop until `stop()`: dispatch, check for a Redis restart, feed lagging subscribers,
+        then wait `interval` (or a wake-up); with a catch-up under way, go on at once."""
         self._stopped = False
         while not self._stopped:
+            busy = False
             try:
                 while await self.run_once() == self.batch:
                     pass
-                if time.monotonic() - self._last_catch_up >= self.catch_up_interval:
-                    self._last_catch_up = time.monotonic()
-                    await self.catch_up_lagging()
+                await self.check_restart()
+                busy = await self.catch_up_lagging() >= self.batch
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("dispatcher pass failed", extra={"error": repr(exc)})
             if self._stopped:
                 return
+            if busy:
+                await asyncio.sleep(0)
+                continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)

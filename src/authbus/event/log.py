@@ -20,12 +20,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from authbus.common._envelope import Event, uuid7
 from authbus.event.errors import IdempotencyKeyReused, LogUnavailable, VersionConflict
-from authbus.event.models import events, idempotency_keys
+from authbus.event.models import dead_letter_trims, events, idempotency_keys
 
 __all__ = [
     "AppendResult",
@@ -92,8 +94,22 @@ class EventLog(Protocol):
         """Append `drafts` to `channel` in one transaction (all or none)."""
         ...
 
-    async def read_channel(self, channel: str, *, after: int = 0, limit: int = 100) -> list[Event]:
-        """Events of `channel` with position > `after`, oldest first."""
+    async def read_channel(
+        self, channel: str, *, after: int = 0, limit: int = 100, upto: int | None = None
+    ) -> list[Event]:
+        """Events of `channel` with position > `after` (and <= `upto`), oldest first."""
+        ...
+
+    async def count_channel(self, channel: str, *, after: int, upto: int) -> int:
+        """How many events of `channel` have `after` < position <= `upto` (committed now)."""
+        ...
+
+    async def last_position(self, channel: str) -> int:
+        """The highest position of `channel` (0 when it has no events)."""
+        ...
+
+    async def events_at(self, positions: Sequence[int]) -> list[Event]:
+        """The events at `positions`, by position (unknown positions are left out)."""
         ...
 
     async def read_aggregate(
@@ -122,6 +138,14 @@ class EventLog(Protocol):
 
     async def expire_idempotency_keys(self, older_than: datetime) -> int:
         """Forget idempotency keys created before `older_than`; returns how many."""
+        ...
+
+    async def record_dead_trimmed(self, channel: str, subscriber: str, count: int) -> None:
+        """Add `count` to the dead letters of `subscriber` trimmed from Redis."""
+        ...
+
+    async def dead_trimmed(self, channel: str) -> dict[str, int]:
+        """Per subscriber of `channel`: how many dead letters were trimmed from Redis."""
         ...
 
     async def ping(self) -> None:
@@ -308,16 +332,43 @@ class SqlEventLog:
                 )
             return AppendResult(stored)
 
-    async def read_channel(self, channel: str, *, after: int = 0, limit: int = 100) -> list[Event]:
-        """Events of `channel` after a position, oldest first."""
+    async def read_channel(
+        self, channel: str, *, after: int = 0, limit: int = 100, upto: int | None = None
+    ) -> list[Event]:
+        """Events of `channel` after a position (up to `upto`), oldest first."""
+        query = select(events).where(events.c.channel == channel, events.c.position > after)
+        if upto is not None:
+            query = query.where(events.c.position <= upto)
         async with self._session() as session:
-            rows = await session.execute(
-                select(events)
-                .where(events.c.channel == channel, events.c.position > after)
-                .order_by(events.c.position)
-                .limit(limit)
-            )
+            rows = await session.execute(query.order_by(events.c.position).limit(limit))
             return [_row_event(r) for r in rows]
+
+    async def count_channel(self, channel: str, *, after: int, upto: int) -> int:
+        """Events of `channel` with `after` < position <= `upto`."""
+        async with self._session() as session:
+            found = await session.scalar(
+                select(func.count()).where(
+                    events.c.channel == channel,
+                    events.c.position > after,
+                    events.c.position <= upto,
+                )
+            )
+            return int(found or 0)
+
+    async def last_position(self, channel: str) -> int:
+        """The channel's highest position, 0 without events."""
+        async with self._session() as session:
+            found = await session.scalar(
+                select(func.max(events.c.position)).where(events.c.channel == channel)
+            )
+            return int(found or 0)
+
+    async def events_at(self, positions: Sequence[int]) -> list[Event]:
+        """The events at these positions, by position."""
+        if not positions:
+            return []
+        async with self._session() as session:
+            return await self._by_positions(session, positions)
 
     async def read_aggregate(
         self, aggregate_type: str, aggregate_id: str, *, after_version: int = 0, limit: int = 100
@@ -378,6 +429,44 @@ class SqlEventLog:
                 delete(idempotency_keys).where(idempotency_keys.c.created_at < older_than)
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+    async def record_dead_trimmed(self, channel: str, subscriber: str, count: int) -> None:
+        """Add `count` to the subscriber's trimmed dead letters (one upsert)."""
+        if count <= 0:
+            return
+        now = datetime.now(UTC)
+        values = {
+            "channel": channel,
+            "subscriber": subscriber,
+            "trimmed": count,
+            "last_trimmed_at": now,
+        }
+        increment = {"trimmed": dead_letter_trims.c.trimmed + count, "last_trimmed_at": now}
+        keys = ["channel", "subscriber"]
+        async with self._session() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                stmt: Any = (
+                    postgres_insert(dead_letter_trims)
+                    .values(**values)
+                    .on_conflict_do_update(index_elements=keys, set_=increment)
+                )
+            else:
+                stmt = (
+                    sqlite_insert(dead_letter_trims)
+                    .values(**values)
+                    .on_conflict_do_update(index_elements=keys, set_=increment)
+                )
+            await session.execute(stmt)
+
+    async def dead_trimmed(self, channel: str) -> dict[str, int]:
+        """Per subscriber of the channel: dead letters trimmed from Redis."""
+        async with self._session() as session:
+            rows = await session.execute(
+                select(dead_letter_trims.c.subscriber, dead_letter_trims.c.trimmed).where(
+                    dead_letter_trims.c.channel == channel
+                )
+            )
+            return {r[0]: int(r[1]) for r in rows}
 
     async def ping(self) -> None:
         """SELECT 1."""

@@ -25,6 +25,7 @@ class InMemoryEventLog:
         self._dispatched: set[int] = set()
         self._keys: dict[tuple[str, str], tuple[str, list[int]]] = {}
         self._lock = asyncio.Lock()
+        self._trimmed: dict[tuple[str, str], int] = {}
 
     def _version(self, aggregate_type: str, aggregate_id: str) -> int:
         versions = [
@@ -101,10 +102,31 @@ class InMemoryEventLog:
                 self._keys[(owner, idempotency_key)] = (digest, [e.position for e in new])
             return AppendResult(new)
 
-    async def read_channel(self, channel: str, *, after: int = 0, limit: int = 100) -> list[Event]:
+    async def read_channel(
+        self, channel: str, *, after: int = 0, limit: int = 100, upto: int | None = None
+    ) -> list[Event]:
         """See `EventLog.read_channel`."""
-        found = [e for e in self._events if e.channel == channel and e.position > after]
+        found = [
+            e
+            for e in self._events
+            if e.channel == channel and e.position > after and (upto is None or e.position <= upto)
+        ]
         return found[:limit]
+
+    async def count_channel(self, channel: str, *, after: int, upto: int) -> int:
+        """See `EventLog.count_channel`."""
+        return len(
+            await self.read_channel(channel, after=after, upto=upto, limit=len(self._events))
+        )
+
+    async def last_position(self, channel: str) -> int:
+        """See `EventLog.last_position`."""
+        return max((e.position for e in self._events if e.channel == channel), default=0)
+
+    async def events_at(self, positions: Sequence[int]) -> list[Event]:
+        """See `EventLog.events_at`."""
+        wanted = set(positions)
+        return [e for e in self._events if e.position in wanted]
 
     async def read_aggregate(
         self, aggregate_type: str, aggregate_id: str, *, after_version: int = 0, limit: int = 100
@@ -159,6 +181,16 @@ class InMemoryEventLog:
         for k in old:
             del self._keys[k]
         return len(old)
+
+    async def record_dead_trimmed(self, channel: str, subscriber: str, count: int) -> None:
+        """See `EventLog.record_dead_trimmed`."""
+        if count > 0:
+            key = (channel, subscriber)
+            self._trimmed[key] = self._trimmed.get(key, 0) + count
+
+    async def dead_trimmed(self, channel: str) -> dict[str, int]:
+        """See `EventLog.dead_trimmed`."""
+        return {s: n for (c, s), n in self._trimmed.items() if c == channel}
 
     async def ping(self) -> None:
         """Always reachable."""

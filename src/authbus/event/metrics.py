@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -30,7 +32,7 @@ _LABELS = ["channel", "subscriber"]
 
 class DeliveryMetrics:
     """Per (channel, subscriber) gauges: waiting, processing, dead, oldest waiting age,
-    lagging, stale and recently seen instances."""
+    lagging, stale, recently seen instances, last heartbeat and trimmed dead letters."""
 
     def __init__(
         self,
@@ -68,6 +70,14 @@ class DeliveryMetrics:
         self.instances = gauge(
             "authbus_event_subscriber_instances", "Instances seen recently (not stale)"
         )
+        self.last_seen = gauge(
+            "authbus_event_subscriber_last_seen_timestamp_seconds",
+            "The most recent heartbeat of any instance (Unix time; absent when never seen)",
+        )
+        self.dead_trimmed = gauge(
+            "authbus_event_subscriber_dead_trimmed",
+            "Dead letters trimmed from the bounded dead list so far (the events stay in the log)",
+        )
         self._gauges = (
             self.waiting,
             self.processing,
@@ -76,6 +86,8 @@ class DeliveryMetrics:
             self.lagging,
             self.stale,
             self.instances,
+            self.last_seen,
+            self.dead_trimmed,
         )
         self.updated = Gauge(
             "authbus_event_delivery_stats_updated_timestamp_seconds",
@@ -87,17 +99,21 @@ class DeliveryMetrics:
         """Watch `channel` from now on (called on publish, so new channels show at once)."""
         self._channels.add(channel)
 
-    async def refresh(self) -> None:
-        """Read every watched channel's stats from Redis and replace the gauges' values.
-
-        Raises when Redis or the log is unreachable; the previous values then stay.
-        """
+    async def watched_channels(self) -> list[str]:
+        """The channels seen on publish, plus, every `channel_scan_s`, those of the log."""
         if time.monotonic() - self._last_scan >= self.channel_scan_s:
             # Channels published by other instances: listing the log's channels scans the
             # table, so it is done rarely.
             self._channels.update(c.channel for c in await self.log.channels())
             self._last_scan = time.monotonic()
-        snapshot = [await self.subscriptions.stats(c) for c in sorted(self._channels)]
+        return sorted(self._channels)
+
+    async def refresh(self) -> None:
+        """Read every watched channel's stats from Redis and replace the gauges' values.
+
+        Raises when Redis or the log is unreachable; the previous values then stay.
+        """
+        snapshot = [await self.subscriptions.stats(c) for c in await self.watched_channels()]
         for g in self._gauges:
             g.clear()  # unsubscribed subscribers disappear
         for channel in snapshot:
@@ -110,12 +126,26 @@ class DeliveryMetrics:
                 self.lagging.labels(*labels).set(int(s.lagging_since_position is not None))
                 self.stale.labels(*labels).set(int(s.stale))
                 self.instances.labels(*labels).set(sum(1 for i in s.instances if not i["stale"]))
+                self.dead_trimmed.labels(*labels).set(s.dead_trimmed)
+                if s.instances:
+                    newest = max(datetime.fromisoformat(i["last_seen_at"]) for i in s.instances)
+                    self.last_seen.labels(*labels).set(newest.timestamp())
         self.updated.set(time.time())
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Refresh every `interval_s` until `stop` is set; failures are logged, not raised."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        upkeep: Callable[[list[str]], Awaitable[object]] | None = None,
+    ) -> None:
+        """Refresh every `interval_s` until `stop` is set; failures are logged, not raised.
+
+        `upkeep` runs on the watched channels first (the dead-list bound), so the gauges
+        show its result.
+        """
         while not stop.is_set():
             try:
+                if upkeep is not None:
+                    await upkeep(await self.watched_channels())
                 await self.refresh()
             except Exception as exc:
                 log.warning("delivery metrics refresh failed", extra={"error": repr(exc)})

@@ -3,6 +3,8 @@
 `events.position` is the global, gap-tolerant order of the log (an autoincrement key);
 `id` is a UUIDv7 for references across services. `dispatched` is false until the event was
 fanned out to Redis, so the dispatcher can finish what a Redis outage interrupted.
+`dead_letter_trims` counts the dead letters dropped from a subscriber's bounded Redis dead
+list (the events themselves stay in `events`).
 """
 
 from __future__ import annotations
@@ -71,4 +73,15 @@ idempotency_keys = Table(
     Column("positions", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("producer", "key"),
+)
+
+# Per subscriber: how many of its dead letters were trimmed from the bounded Redis dead list.
+dead_letter_trims = Table(
+    "dead_letter_trims",
+    metadata,
+    Column("channel", String(128), nullable=False),
+    Column("subscriber", String(128), nullable=False),
+    Column("trimmed", BigInteger, nullable=False),
+    Column("last_trimmed_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("channel", "subscriber"),
 )

@@ -1,7 +1,7 @@
 """Subscriber administration: subscribe (with replay), unsubscribe, stats, dead letters.
 
-subs = Subscriptions(redis, "ab", log)
-await subs.subscribe("orders", "billing", start="beginning")
+subs = Subscriptions(redis, "ab", log, stale_after_s=60, max_waiting=100_000)
+await subs.subscribe("orders", "billing", start="beginning")   # fed from the log
 (await subs.stats("orders")).subscribers[0].waiting
 """
 
@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
-from authbus.common._envelope import Event, InvalidDelivery, format_delivery, parse_delivery
+from authbus.common._envelope import Event, InvalidDelivery, parse_delivery
 from authbus.common._keys import ChannelKeys
 from authbus.common._scripts import AsyncRedis, DeliveryOps
+from authbus.event.catch_up import CatchUp
 from authbus.event.errors import DeliveryUnavailable
 from authbus.event.log import EventLog
 
@@ -38,6 +39,11 @@ class SubscriberStats:
     lagging_since_position: int | None = None
     # Seconds since the oldest waiting event was published (0 when nothing waits).
     oldest_waiting_age_s: float = 0.0
+    # The most recent heartbeat of any instance (None: never seen).
+    last_seen_at: str | None = None
+    # Dead letters dropped from the bounded dead list (oldest first); the events stay in
+    # the log.
+    dead_trimmed: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,13 +90,26 @@ class Subscriptions:
         event_log: EventLog,
         *,
         stale_after_s: float = 60.0,
-        replay_batch: int = 500,
+        max_waiting: int = 0,
+        catch_up: CatchUp | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.log = event_log
         self.stale_after_s = stale_after_s
-        self.replay_batch = replay_batch
+        self._catch_up = catch_up
+        self.max_waiting = max_waiting
+
+    @property
+    def catch_up(self) -> CatchUp:
+        """What feeds replaying and lagging subscribers (shared with the dispatcher)."""
+        if self.client is None:
+            raise DeliveryUnavailable("Redis is not configured for this event service")
+        if self._catch_up is None:
+            self._catch_up = CatchUp(
+                self.client, self.prefix, self.log, max_waiting=self.max_waiting
+            )
+        return self._catch_up
 
     def _ops(self, channel: str) -> DeliveryOps:
         if self.client is None:
@@ -99,40 +118,26 @@ class Subscriptions:
 
     async def subscribe(
         self, channel: str, name: str, start: Literal["now", "beginning"] | int = "now"
-    ) -> int:
-        """Register `name`; with `beginning` (or a position) the log is replayed into its list.
+    ) -> tuple[int, int | None]:
+        """Register `name`; with `beginning` (or a position) it is fed from the log.
 
-        Returns how many events were replayed. Replay runs up to the end of the log, then
-        registers, then replays the gap once more: no event is missed, a few may come twice.
+        Replay does not push the whole log at once: the subscriber is marked lagging from
+        the start position (`CatchUp.mark`, which explains why no event can slip through)
+        and fed under its waiting bound, here as far as the bound allows and then by the
+        dispatcher as it drains. Returns (events pushed now, the mark still to catch up
+        from, or None once caught up).
         """
         ops = self._ops(channel)
         try:
-            replayed, after = 0, 0
-            if start != "now":
-                after = 0 if start == "beginning" else int(start)
-                replayed, after = await self._replay(ops, channel, name, after)
-            await ops.client.sadd(ops.keys.subscribers, name)
-            if start != "now":
-                # Clear the lagging mark first: fan-out skipped events before this point
-                # were committed before it, so the gap replay below finds them.
-                await ops.client.hdel(ops.keys.lagging(), name)
-                more, _ = await self._replay(ops, channel, name, after)
-                replayed += more
-            return replayed
+            if start == "now":
+                await ops.client.sadd(ops.keys.subscribers, name)
+                return 0, None
+            first = 1 if start == "beginning" else int(start) + 1
+            await self.catch_up.mark(channel, name, first=first)
+            pushed = await self.catch_up.feed(channel, name)
+            return pushed, (await self.catch_up.lagging(channel)).get(name)
         except _REDIS_DOWN as exc:
             raise DeliveryUnavailable("Redis is unavailable") from exc
-
-    async def _replay(
-        self, ops: DeliveryOps, channel: str, name: str, after: int
-    ) -> tuple[int, int]:
-        count = 0
-        while True:
-            batch = await self.log.read_channel(channel, after=after, limit=self.replay_batch)
-            if not batch:
-                return count, after
-            await ops.replay(name, [format_delivery(e) for e in batch])
-            count += len(batch)
-            after = batch[-1].position
 
     async def unsubscribe(self, channel: str, name: str) -> bool:
         """Remove `name` and its lists; False when it was not subscribed."""
@@ -157,6 +162,7 @@ class Subscriptions:
         try:
             names = sorted(_text(n) for n in await client.smembers(k.subscribers))
             lagging = {_text(a): int(b) for a, b in (await client.hgetall(k.lagging())).items()}
+            trimmed = await self.log.dead_trimmed(channel) if names else {}
             now_ms = time.time() * 1000
             found = []
             for name in names:
@@ -177,6 +183,7 @@ class Subscriptions:
                     }
                     for member, score in beats
                 ]
+                last_ms = max((score for _, score in beats), default=None)
                 found.append(
                     SubscriberStats(
                         name=name,
@@ -187,6 +194,12 @@ class Subscriptions:
                         stale=all(i["stale"] for i in instances),
                         lagging_since_position=lagging.get(name),
                         oldest_waiting_age_s=_age_s(oldest, now_ms),
+                        last_seen_at=(
+                            None
+                            if last_ms is None
+                            else datetime.fromtimestamp(last_ms / 1000, UTC).isoformat()
+                        ),
+                        dead_trimmed=trimmed.get(name, 0),
                     )
                 )
             return ChannelStats(channel, found)

@@ -30,7 +30,13 @@ from authbus.token.clients import ClientRepository
 from authbus.token.consistency import UserEventsSubscriber, UserGrantRevoker
 from authbus.token.grants import AuthorizationServer
 from authbus.token.issuer import IssuerConfig, TokenIssuer
-from authbus.token.keys import KeyReloader, ensure_signing_key, load_key_ring
+from authbus.token.keys import (
+    KeyReloader,
+    MasterKeyError,
+    count_plain_keys,
+    ensure_signing_key,
+    load_key_ring,
+)
 from authbus.token.metrics import TokenMetrics
 from authbus.token.service import SelfTokenProvider, TokenService
 from authbus.token.store import MemoryTokenStore, RedisTokenStore, TokenStore
@@ -88,8 +94,20 @@ def create_app(
             token_store = MemoryTokenStore()
         master_key = _master_key(settings)
         # Keys are held in memory (signing never touches the database) and reloaded.
-        await ensure_signing_key(sessionmaker, settings.token.signing_alg, master_key)
-        keys = await load_key_ring(sessionmaker, master_key)
+        try:
+            await ensure_signing_key(sessionmaker, settings.token.signing_alg, master_key)
+            keys = await load_key_ring(sessionmaker, master_key)
+        except MasterKeyError as exc:
+            # Refuse to start rather than sign with keys we cannot open or seal.
+            log.critical("the token service cannot start: %s", exc)
+            await engine.dispose()
+            raise
+        if master_key is not None and (plain := await count_plain_keys(sessionmaker)):
+            log.warning(
+                "%d signing key(s) are stored unencrypted although a master key is set; "
+                "`authbus keys reseal` encrypts them",
+                plain,
+            )
         interval_s = (
             key_reload_interval_s
             if key_reload_interval_s is not None
@@ -121,7 +139,7 @@ def create_app(
             subscriber = UserEventsSubscriber(
                 UserGrantRevoker(token_store), settings.redis_url, prefix=settings.redis_prefix
             )
-            tasks.append(asyncio.create_task(subscriber.run(), name="token-user-events"))
+            tasks.append(asyncio.create_task(subscriber.serve(), name="token-user-events"))
         app.state.user_events = subscriber
         app.state.token_validator = TokenValidator(
             issuer=settings.issuer,

@@ -7,7 +7,7 @@ user is locked out within seconds rather than at token expiry (issue 4 item 7).
     revoker = UserGrantRevoker(store)
     await revoker.apply(event)                      # what the subscriber calls per event
     subscriber = UserEventsSubscriber(revoker, redis_url, prefix="ab")
-    task = asyncio.create_task(subscriber.run())    # in the app lifespan; .stop() at the end
+    task = asyncio.create_task(subscriber.serve())    # in the app lifespan; .stop() at the end
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ async def test_stop_lets_the_event_in_flight_finish_and_acknowledges_it(
     redis: aioredis.Redis, redis_url: str, redis_prefix: str, kind: type[SlowHandler]
 ) -> None:
     sub = kind(redis_url, prefix=redis_prefix, concurrency=1, seconds=1.0, **FAST)
-    running = asyncio.create_task(sub.run())
+    running = asyncio.create_task(sub.serve())
     assert await sub.wait_ready()
     await publish(redis, redis_prefix, "e-1", "e-2")
     assert await asyncio.to_thread(sub.started.wait, 10)
@@ -100,7 +100,7 @@ async def test_a_handler_outliving_stop_timeout_is_left_to_its_lease(
     sub = SlowHandler(
         redis_url, prefix=redis_prefix, concurrency=1, seconds=30, stop_timeout=0.5, **FAST
     )
-    running = asyncio.create_task(sub.run())
+    running = asyncio.create_task(sub.serve())
     assert await sub.wait_ready()
     await publish(redis, redis_prefix, "e-1")
     assert await asyncio.to_thread(sub.started.wait, 10)
@@ -112,7 +112,7 @@ async def test_a_handler_outliving_stop_timeout_is_left_to_its_lease(
     # Still in processing under its lease: another instance's reaper requeues it.
     assert await pending(redis, redis_prefix, "slow") == (0, 1, 1)
     successor = SlowHandler(redis_url, prefix=redis_prefix, seconds=0, **FAST)
-    task = asyncio.create_task(successor.run())
+    task = asyncio.create_task(successor.serve())
     try:
         deadline = time.monotonic() + 15
         while successor.finished != ["e-1"] and time.monotonic() < deadline:

@@ -84,7 +84,7 @@ async def test_service_and_subscribers_deliver_every_event_on_a_cluster(
             got = seen.setdefault((channel, name), [])
             cls = recorder(channel, name, got)
             subs += [cls(cluster_url, prefix=redis_prefix, **FAST) for _ in range(2)]
-    tasks = [asyncio.create_task(s.run()) for s in subs]
+    tasks = [asyncio.create_task(s.serve()) for s in subs]
     try:
         assert all(await asyncio.gather(*(s.wait_ready() for s in subs)))
         published: dict[str, list[str]] = {"orders": [], "payments": []}

@@ -76,8 +76,7 @@ def test_published_event_reaches_a_threaded_subscriber_exactly_once(
             "orders",
             "order.placed",
             {"order_id": "o-1"},
-            aggregate_type="order",
-            aggregate_id="o-1",
+            aggregate=("order", "o-1"),
             expected_version=0,
         )
         deadline = time.monotonic() + 10

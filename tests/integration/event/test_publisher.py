@@ -23,8 +23,7 @@ async def test_async_publisher_publishes_and_reports_conflicts(
             "orders",
             "order.placed",
             {"id": "o-1"},
-            aggregate_type="order",
-            aggregate_id="o-1",
+            aggregate=("order", "o-1"),
             expected_version=0,
             idempotency_key="o-1-placed",
         )
@@ -32,8 +31,7 @@ async def test_async_publisher_publishes_and_reports_conflicts(
             "orders",
             "order.placed",
             {"id": "o-1"},
-            aggregate_type="order",
-            aggregate_id="o-1",
+            aggregate=("order", "o-1"),
             expected_version=0,
             idempotency_key="o-1-placed",
         )
@@ -41,8 +39,7 @@ async def test_async_publisher_publishes_and_reports_conflicts(
             await publisher.publish(
                 "orders",
                 "order.paid",
-                aggregate_type="order",
-                aggregate_id="o-1",
+                aggregate=("order", "o-1"),
                 expected_version=0,
             )
     finally:

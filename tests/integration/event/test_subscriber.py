@@ -45,7 +45,7 @@ class Recorder(EventSubscriber):
 
 @contextlib.asynccontextmanager
 async def running(*subs: EventSubscriber) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(s.run()) for s in subs]
+    tasks = [asyncio.create_task(s.serve()) for s in subs]
     try:
         yield
     finally:

@@ -106,18 +106,6 @@ OWN_MODULES = (
 )
 
 
-# Defined in the event-side modules (subscriber, publisher, _envelope), whose docstrings
-# do not show an example yet. The test below fails once one gains an example, so that the
-# name is taken off this list, and fails for any other name without one.
-EXAMPLE_PENDING = {
-    "AsyncEventPublisher",
-    "Event",
-    "EventPublisher",
-    "EventSubscriber",
-    "PublishError",
-}
-
-
 def _shows_an_example(value: object) -> bool:
     """An `Example:` section, a doctest, or an indented code block."""
     doc = inspect.getdoc(value) or ""
@@ -129,7 +117,7 @@ def test_every_public_name_shows_an_example() -> None:
     without = {
         n for n in authbus.common.__all__ if not _shows_an_example(getattr(authbus.common, n))
     }
-    assert without == EXAMPLE_PENDING
+    assert without == set()
 
 
 def test_public_names_of_the_token_side_show_an_example() -> None:
