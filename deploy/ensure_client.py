@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from authbus.core.credentials import GENERATE_COMMAND, MIN_PRESET_LENGTH, PLACEHOLDER_PREFIX
 from authbus.core.db import create_engine, create_sessionmaker
 from authbus.core.settings import Settings
 from authbus.token.clients import ClientRepository, ClientSpec, hash_secret
@@ -67,8 +68,13 @@ async def ensure(spec: ClientSpec, secret: str, settings: Settings) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     secret = os.environ.get(args.secret_env, "")
-    if len(secret) < 16:
-        print(f"ensure_client: set {args.secret_env} (16 characters or more)", file=sys.stderr)
+    if secret.lower().startswith(PLACEHOLDER_PREFIX) or len(secret) < MIN_PRESET_LENGTH:
+        print(
+            f"ensure_client: set {args.secret_env} to a secret of {MIN_PRESET_LENGTH} characters "
+            f"or more, not the placeholder from .env.example (generate one with: "
+            f"{GENERATE_COMMAND})",
+            file=sys.stderr,
+        )
         return 2
     spec = ClientSpec(
         client_id=args.client_id,

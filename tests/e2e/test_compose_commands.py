@@ -10,8 +10,10 @@ issued by one is introspected and revoked through the other.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,13 +34,23 @@ ROOT = Path(__file__).resolve().parents[2]
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+]([^}]*))?\}")
 
 
-def env_example() -> dict[str, str]:
+def env_example_as_written() -> dict[str, str]:
     values = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, value = line.split("=", 1)
             values[name] = value
     return values
+
+
+@functools.cache
+def env_example() -> dict[str, str]:
+    """.env.example as an operator fills it in: every change-me placeholder replaced by a
+    generated secret (the same for the whole test session), as its header says."""
+    return {
+        name: secrets.token_urlsafe(32) if value.startswith("change-me") else value
+        for name, value in env_example_as_written().items()
+    }
 
 
 def interpolate(value: str, variables: dict[str, str]) -> str:
@@ -188,6 +200,23 @@ def compose_run(
     run = ComposeRun(redis_url, urls, tmp_path)
     yield run
     run.stop()
+
+
+def test_the_placeholders_of_env_example_are_refused(compose_run: ComposeRun) -> None:
+    written = env_example_as_written()
+    assert any(v.startswith("change-me") for v in written.values())
+    service = compose_services()["migrate"]
+    env = compose_run.env_of(service)
+    for name, value in written.items():
+        if name in env and value.startswith("change-me"):
+            env[name] = value
+    boot = subprocess.run(
+        compose_run.argv(service), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+    assert boot.returncode != 0
+    assert "AUTHBUS_ADMIN_CLIENT_SECRET is still the placeholder" in boot.stdout + boot.stderr
+    assert "change-me" not in boot.stdout + boot.stderr  # names the variables, not values
 
 
 def test_compose_commands_run_as_written_with_two_token_replicas(compose_run: ComposeRun) -> None:

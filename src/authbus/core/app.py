@@ -8,6 +8,7 @@ app.state.readiness["database"] = check_database
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 import uuid
@@ -31,10 +32,23 @@ log = logging.getLogger("authbus.http")
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 REQUEST_ID_HEADER = "x-request-id"
+# A caller's own request id is kept when it looks like one (a UUID, a hex or base64 token, a
+# trace id); anything else (spaces, quotes, control characters, too long) is replaced. The
+# gateway (deploy/gateway/nginx.conf) applies the same pattern.
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:+=/-]{1,128}$")
+
+
+def accepted_request_id(value: bytes | None) -> str | None:
+    """`value` as the request id when it is well-formed, else None (a new one is made)."""
+    if value is None:
+        return None
+    text = value.decode("latin-1")
+    return text if REQUEST_ID_PATTERN.fullmatch(text) else None
 
 
 class RequestContextMiddleware:
-    """Request id (taken from `X-Request-ID` or made), one log line and metrics per request."""
+    """Request id (a well-formed `X-Request-ID`, else a new one), one log line and metrics
+    per request."""
 
     def __init__(self, app: ASGIApp, service: str, metrics: Metrics) -> None:
         self.app = app
@@ -45,12 +59,12 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
+        given = None
         for k, v in scope.get("headers", ()):
             if k == b"x-request-id":
-                rid = v.decode("latin-1")[:128]
+                given = v
                 break
-        rid = rid or uuid.uuid4().hex
+        rid = accepted_request_id(given) or uuid.uuid4().hex
         token = request_id_var.set(rid)
         started = time.perf_counter()
         status = 500

@@ -2,7 +2,10 @@
 
 It holds the generated admin password and the secrets of the built-in clients, written once
 at first start. Settings preset them (`AUTHBUS_ADMIN_PASSWORD`, `AUTHBUS_ADMIN_CLIENT_SECRET`,
-`AUTHBUS_<SERVICE>__CLIENT_SECRET`).
+`AUTHBUS_<SERVICE>__CLIENT_SECRET`); `check_presets` refuses presets that are placeholders or
+too short to be secrets, before anything starts:
+
+    check_presets(Settings())   # raises WeakSecret naming each offending variable
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -22,9 +26,65 @@ ADMIN_CLIENT_ID = "authbus-admin"
 SERVICE_CLIENT_IDS = {"user": "user-service", "token": "token-service", "event": "event-service"}
 
 
+# Client secrets are checked with a plain SHA-256 digest and the master key becomes an AES key
+# through one SHA-256: neither is stretched, so a preset must carry its own entropy. 32
+# characters is the floor (the command below prints 43, 256 bits).
+MIN_PRESET_LENGTH = 32
+GENERATE_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# .env.example's placeholders all begin with this.
+PLACEHOLDER_PREFIX = "change-me"
+
+
+class WeakSecret(ValueError):
+    """A preset secret is a placeholder or too short; the message names each variable."""
+
+
+def _is_placeholder(value: str) -> bool:
+    return value.lower().startswith(PLACEHOLDER_PREFIX)
+
+
 def generate_secret() -> str:
     """256 bits of entropy, URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+def preset_secrets(settings: Settings) -> dict[str, SecretStr]:
+    """The secrets the operator preset, by environment variable."""
+    found: dict[str, SecretStr | None] = {
+        "AUTHBUS_ADMIN_PASSWORD": settings.admin_password,
+        "AUTHBUS_ADMIN_CLIENT_SECRET": settings.admin_client_secret,
+        "AUTHBUS_TOKEN__MASTER_KEY": settings.token.master_key,
+    }
+    for service in SERVICE_CLIENT_IDS:
+        found[f"AUTHBUS_{service.upper()}__CLIENT_SECRET"] = getattr(
+            settings, service
+        ).client_secret
+    return {name: value for name, value in found.items() if value is not None}
+
+
+def check_presets(settings: Settings) -> None:
+    """Refuse preset secrets that are placeholders or shorter than `MIN_PRESET_LENGTH`, and
+    database URLs whose password is a placeholder (the database's own rules decide the rest).
+
+    Raises `WeakSecret` naming every offending variable (never its value).
+    """
+    bad = []
+    for name, secret in preset_secrets(settings).items():
+        value = secret.get_secret_value()
+        if _is_placeholder(value):
+            bad.append(f"{name} is still the placeholder from .env.example")
+        elif len(value) < MIN_PRESET_LENGTH:
+            bad.append(f"{name} has {len(value)} characters, fewer than {MIN_PRESET_LENGTH}")
+    for service in SERVICE_CLIENT_IDS:
+        url = getattr(settings, service).database_url
+        password = urlsplit(url).password if url else None
+        if password is not None and _is_placeholder(unquote(password)):
+            bad.append(
+                f"the password in AUTHBUS_{service.upper()}__DATABASE_URL is still the "
+                "placeholder from .env.example (POSTGRES_PASSWORD)"
+            )
+    if bad:
+        raise WeakSecret("; ".join(bad) + f". Generate each secret with: {GENERATE_COMMAND}")
 
 
 def load(path: Path) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 INSTALL_HINT = (
@@ -58,10 +59,15 @@ def server_command(port: int, data_dir: Path) -> list[str]:
     ]
 
 
-def start(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def start(
+    port: int, data_dir: Path, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the server; `preexec_fn` runs in the child before exec (`authbus up` passes
+    one that ties the server's life to its own, like the services')."""
     data_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         server_command(port, data_dir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=preexec_fn,
     )

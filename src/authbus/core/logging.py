@@ -14,6 +14,9 @@ from authbus.common._context import request_id_var
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "request_id_var"]
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Extras that are not data: uvicorn adds `color_message`, its message with ANSI colour codes
+# for a terminal, beside the plain one.
+_DROPPED = {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,7 +37,7 @@ class JsonFormatter(logging.Formatter):
         if rid:
             out["request_id"] = rid
         for k, v in record.__dict__.items():
-            if k not in _RESERVED and not k.startswith("_"):
+            if k not in _RESERVED and k not in _DROPPED and not k.startswith("_"):
                 out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

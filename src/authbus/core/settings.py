@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,11 +98,23 @@ class EventSettings(ServiceSettings):
     max_payload_bytes: int = Field(256 * 1024, description="Largest request body (bytes).")
     max_waiting_per_subscriber: int = Field(
         100_000,
+        ge=0,
         description="Waiting events per subscriber before it is marked lagging and fed "
-        "from the log instead.",
+        "from the log instead (also the bound of a replay). 0: unbounded.",
     )
     dispatch_interval_s: float = Field(
         1.0, description="How often events committed while Redis was away are re-sent."
+    )
+    subscriber_stale_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A subscriber with no instance heartbeat for this long is reported stale.",
+    )
+    max_dead_per_subscriber: int = Field(
+        10_000,
+        ge=0,
+        description="Dead letters kept per subscriber in Redis; the oldest beyond are trimmed "
+        "(counted in the stats; the events stay in the log). 0: unbounded.",
     )
 
 
@@ -181,9 +193,21 @@ def redact_url(url: str) -> str:
     """`url` with its password hidden, for printing (secrets are never shown).
 
     redact_url("postgresql://authbus:s3cret@db/user")  # 'postgresql://authbus:***@db/user'
+    redact_url("redis://cache:6379/0?password=s3cret")  # 'redis://cache:6379/0?password=***'
     """
     parts = urlsplit(url)
+    head, sep, query = url.partition("?")
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+        head = head.replace(f":{parts.password}@", ":***@", 1)
+    if "password" in query.lower():
+        # asyncpg and redis-py also take the password as a query parameter (`sslpassword` too).
+        query, hash_, fragment = query.partition("#")
+        fields = query.split("&")
+        for i, item in enumerate(fields):
+            key, eq, value = item.partition("=")
+            if eq and value and "password" in key.lower():
+                fields[i] = f"{key}=***"
+        query = "&".join(fields) + hash_ + fragment
+    # Edited as text, not rebuilt with urlunsplit, which drops the empty host of
+    # `sqlite:////abs/path`.
+    return head + sep + query
