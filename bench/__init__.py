@@ -1,0 +1,1 @@
+"""authbus benchmark suite: `python -m bench` (or `make bench`). See docs/performance.md."""
