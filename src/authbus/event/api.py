@@ -93,17 +93,19 @@ class RequeueRequest(BaseModel):
     event_id: str | None = Field(default=None, max_length=36)
 
 
-def _service(request: Request) -> EventService:
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency in a worker thread, a
+# thread hop on every request for what is an attribute read.
+async def _service(request: Request) -> EventService:
     service: EventService = request.app.state.event_service
     return service
 
 
-def _log(request: Request) -> EventLog:
+async def _log(request: Request) -> EventLog:
     event_log: EventLog = request.app.state.event_log
     return event_log
 
 
-def _subscriptions(request: Request) -> Subscriptions:
+async def _subscriptions(request: Request) -> Subscriptions:
     subs: Subscriptions = request.app.state.subscriptions
     return subs
 

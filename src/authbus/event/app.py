@@ -193,6 +193,8 @@ def create_app(
                 await asyncio.wait_for(task, 10)
             if own_redis and client is not None:
                 await client.aclose()
+            if isinstance(log, SqlEventLog):
+                await log.close()
             if engine is not None:
                 await engine.dispose()
 

@@ -81,17 +81,19 @@ def _run(work: Callable[[Subscriptions], Awaitable[T]]) -> T:
         # The engine connects only if the command reads the log (stats: channels, trims).
         engine = create_engine(settings.database_url("event"))
         client = create_redis(redis_url, decode_responses=True)
+        log = SqlEventLog(create_sessionmaker(engine))
         try:
             subs = Subscriptions(
                 client,
                 settings.redis_prefix,
-                SqlEventLog(create_sessionmaker(engine)),
+                log,
                 stale_after_s=settings.event.subscriber_stale_after_s,
                 max_waiting=settings.event.max_waiting_per_subscriber,
             )
             return await work(subs)
         finally:
             await client.aclose()
+            await log.close()
             await engine.dispose()
 
     try:

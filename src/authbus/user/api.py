@@ -56,7 +56,7 @@ _OUTCOME_OF: dict[type[AuthbusError], str] = {
 router = APIRouter()
 
 
-def get_service(request: Request) -> UserService:
+async def get_service(request: Request) -> UserService:
     """The `UserService` the lifespan built."""
     service: UserService = request.app.state.user_service
     return service

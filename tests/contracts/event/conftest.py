@@ -33,5 +33,7 @@ async def event_log(log_backend: str) -> AsyncIterator[EventLog]:
         yield InMemoryEventLog()
         return
     engine = create_engine(log_backend)
-    yield SqlEventLog(create_sessionmaker(engine))
+    log = SqlEventLog(create_sessionmaker(engine))
+    yield log
+    await log.close()
     await engine.dispose()

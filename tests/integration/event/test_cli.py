@@ -36,8 +36,8 @@ def prepare(env: dict[str, str], *, dead: int = 2, waiting: int = 1) -> list[str
     async def work() -> list[str]:
         engine = create_engine(env["AUTHBUS_EVENT__DATABASE_URL"])
         client = aioredis.Redis.from_url(env["AUTHBUS_REDIS_URL"], decode_responses=True)
+        log = SqlEventLog(create_sessionmaker(engine))
         try:
-            log = SqlEventLog(create_sessionmaker(engine))
             drafts = [NewEvent(type=f"t{i}") for i in range(dead + waiting)]
             result = await log.append("orders", drafts, producer="shop")
             ops = DeliveryOps(client, env["AUTHBUS_REDIS_PREFIX"], "orders")
@@ -50,6 +50,7 @@ def prepare(env: dict[str, str], *, dead: int = 2, waiting: int = 1) -> list[str
             return [e.id for e in result.events]
         finally:
             await client.aclose()
+            await log.close()
             await engine.dispose()
 
     return asyncio.run(work())
