@@ -45,6 +45,12 @@ __all__ = ["Dispatcher", "Fanout"]
 log = logging.getLogger("authbus.event.delivery")
 
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
+# `dispatched` marks written per statement.
+_MARK_BATCH = 1000
+
+
+def _position(event: Event) -> int:
+    return event.position
 
 
 class Fanout:
@@ -103,6 +109,7 @@ class Dispatcher:
         full_scan_interval: float = 300.0,
         restart_window_s: float = 10.0,
         catch_up: CatchUp | None = None,
+        mark_delay_s: float = 0.05,
     ) -> None:
         self.log = event_log
         self.on_deferred = on_deferred
@@ -134,6 +141,12 @@ class Dispatcher:
                 batch=batch,
                 channels=fanout.lagging_channels,
             )
+        self.mark_delay_s = mark_delay_s
+        # Publishes waiting for the inline fan-out, and positions fanned out but not yet marked.
+        self._outbox: list[tuple[Sequence[Event], asyncio.Future[bool]]] = []
+        self._fanning: asyncio.Task[None] | None = None
+        self._unmarked: list[int] = []
+        self._marking: asyncio.Task[None] | None = None
         self.restart_window_s = restart_window_s
         # (monotonic time, positions) of recent fan-outs, to repeat after a Redis restart.
         self._recent: deque[tuple[float, list[int]]] = deque()
@@ -144,14 +157,20 @@ class Dispatcher:
             self._recent.append((time.monotonic(), positions))
 
     async def after_commit(self, events: Sequence[Event]) -> bool:
-        """The publish path: fan out now, or leave the events to the dispatcher. Never raises."""
-        if not self.backlog and await self.fanout.deliver(events):
-            positions = [e.position for e in events]
-            self._remember(positions)
-            with contextlib.suppress(Exception):
-                # Failing here only means a duplicate fan-out later (at-least-once).
-                await self.log.mark_dispatched(positions)
-            return True
+        """The publish path: fan out now, or leave the events to the dispatcher. Never raises.
+
+        The publishes committed together (one group commit) are fanned out together: one
+        script call per channel, in log order. Their `dispatched` marks are written in one
+        statement shortly after (`mark_delay_s`); a crash before that only means they are
+        fanned out once more (at-least-once).
+        """
+        if not self.backlog:
+            waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._outbox.append((events, waiting))
+            if self._fanning is None or self._fanning.done():
+                self._fanning = asyncio.create_task(self._fan_out_waiting())
+            if await asyncio.shield(waiting):
+                return True
         self.backlog = True
         self._deferrals += 1
         self._wake.set()
@@ -159,12 +178,54 @@ class Dispatcher:
             self.on_deferred(len(events))
         return False
 
+    async def _fan_out_waiting(self) -> None:
+        await asyncio.sleep(0)  # the other publishes of the same group join
+        while self._outbox:
+            waiting, self._outbox = self._outbox, []
+            by_channel: dict[str, list[Event]] = {}
+            for event in sorted((e for batch, _ in waiting for e in batch), key=_position):
+                by_channel.setdefault(event.channel, []).append(event)
+            ordered = [e for batch in by_channel.values() for e in batch]
+            try:
+                delivered = await self.fanout.deliver(ordered)
+            except BaseException:
+                for _, future in waiting:
+                    if not future.done():
+                        future.set_result(False)  # cut off: left to the dispatcher
+                raise
+            if delivered:
+                positions = [e.position for e in ordered]
+                self._remember(positions)
+                self._unmarked.extend(positions)
+                if self._marking is None or self._marking.done():
+                    self._marking = asyncio.create_task(self._mark_soon())
+            for _, future in waiting:
+                if not future.done():
+                    future.set_result(delivered)
+
+    async def _mark_soon(self) -> None:
+        await asyncio.sleep(self.mark_delay_s)
+        await self.flush_marks()
+
+    async def flush_marks(self) -> None:
+        """Write the `dispatched` marks of what the publish path fanned out."""
+        while self._unmarked:
+            positions, self._unmarked = self._unmarked[:_MARK_BATCH], self._unmarked[_MARK_BATCH:]
+            try:
+                await self.log.mark_dispatched(positions)
+            except Exception as exc:
+                # Unmarked events are fanned out again after `grace_s`: duplicates, no loss.
+                log.warning("could not mark events dispatched", extra={"error": repr(exc)})
+                return
+
     async def run_once(self) -> int:
         """Dispatch one batch of undispatched events; returns how many reached Redis."""
         async with self._pass:
             return await self._dispatch_batch()
 
     async def _dispatch_batch(self) -> int:
+        # Marks still in memory first, so this pass does not fan those events out again.
+        await self.flush_marks()
         # In backlog mode this process has stopped inline fan-out, so no grace is needed.
         deferrals = self._deferrals
         older_than = None if self.backlog else datetime.now(UTC) - timedelta(seconds=self.grace_s)
@@ -272,6 +333,7 @@ class Dispatcher:
             except Exception as exc:
                 log.warning("dispatcher pass failed", extra={"error": repr(exc)})
             if self._stopped:
+                await self.flush_marks()
                 return
             if busy:
                 await asyncio.sleep(0)
