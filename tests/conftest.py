@@ -21,6 +21,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# Imported (and assertion-rewritten) here, while the session has one thread: CPython 3.11
+# keeps one AST recursion counter per interpreter (gh-106905), so a rewrite that ran while
+# a test's thread formats a traceback (3.11 parses the failing line for its carets) could
+# fail with "AST constructor recursion depth mismatch".
+import hypothesis  # noqa: F401
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

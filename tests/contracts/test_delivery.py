@@ -167,6 +167,21 @@ async def test_a_late_ack_after_requeue_removes_nothing(ops: DeliveryOps) -> Non
     assert await ops.client.zscore(ops.keys.leases("billing"), fresh) is not None
 
 
+async def test_ack_many_removes_the_held_items_and_reports_a_late_one(ops: DeliveryOps) -> None:
+    await subscribe(ops, "billing")
+    await ops.fanout([format_delivery(make_event(p)) for p in (1, 2, 3)], first_position=1)
+    first, *_ = await ops.claim("billing", count=3, lease_ms=1)
+    await asyncio.sleep(0.01)
+    await ops.reap("billing", max_deliveries=3)  # all three requeued: the claims are stale
+    [fresh] = await ops.claim("billing", count=1, lease_ms=10_000)
+
+    assert await ops.ack_many("billing", [fresh, first]) == [True, False]
+
+    assert await ops.client.llen(ops.keys.processing("billing")) == 0
+    assert await ops.client.zcard(ops.keys.leases("billing")) == 0
+    assert await ops.ack_many("billing", []) == []
+
+
 async def test_past_max_deliveries_the_item_goes_to_dead(ops: DeliveryOps) -> None:
     await subscribe(ops, "billing")
     await ops.fanout([format_delivery(make_event(1))], first_position=1)

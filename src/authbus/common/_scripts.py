@@ -132,9 +132,15 @@ class DeliveryOps:
 
     async def ack(self, subscriber: str, item: str) -> bool:
         """Remove exactly `item` from processing; False when it was no longer ours."""
+        return (await self.ack_many(subscriber, [item]))[0]
+
+    async def ack_many(self, subscriber: str, items: Sequence[str]) -> list[bool]:
+        """`ack` for many deliveries in one call; one flag per item."""
+        if not items:
+            return []
         k = self.keys
         keys = [k.processing(subscriber), k.leases(subscriber)]
-        return int(await script("ack")(self.client, keys, [item])) > 0
+        return [int(f) > 0 for f in await script("ack")(self.client, keys, list(items))]
 
     async def extend(self, subscriber: str, items: Sequence[str], ms: int) -> list[bool]:
         """Set the lease deadline of `items` to now + `ms`; one flag per item (still held)."""

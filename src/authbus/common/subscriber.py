@@ -30,12 +30,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any, ClassVar
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from authbus.common._backoff import Backoff, exponential
+from authbus.common._batching import Coalescer
 from authbus.common._envelope import (
     NAME_PATTERN,
     Delivery,
@@ -163,6 +165,7 @@ class EventSubscriber:
         # Deliveries whose handler is running: only these get their leases renewed.
         self._held: Counter[str] = Counter()
         self._renewal: asyncio.Future[list[bool]] | None = None
+        self._acker: tuple[DeliveryOps, Coalescer[str, bool]] | None = None
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
         self._running = threading.Event()
@@ -477,7 +480,8 @@ class EventSubscriber:
         assert self._wake is not None and self._stopping is not None
         while not self._stopping.is_set() and not ended.is_set():
             free = self.concurrency - len(self._inflight)
-            if free <= 0:
+            # Claim in batches: with handlers running, wait until half the slots are free.
+            if self._inflight and free < max(1, self.concurrency // 2):
                 await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
                 continue
             # Clear before claiming so a notification arriving meanwhile triggers a re-check.
@@ -567,7 +571,8 @@ class EventSubscriber:
             "attempt": delivery.attempt,
         }
         try:
-            if not await ops.ack(self.name, item):
+            # Acks of handlers finishing together go out in one script call.
+            if not await self._acks(ops).submit(item):
                 log.warning("late ack: the delivery was requeued meanwhile", extra=context)
             if not duplicate:
                 self.processed_count += 1
@@ -576,6 +581,11 @@ class EventSubscriber:
             log.warning(
                 "ack failed; the event will be redelivered", extra={**context, "error": repr(exc)}
             )
+
+    def _acks(self, ops: DeliveryOps) -> Coalescer[str, bool]:
+        if self._acker is None or self._acker[0] is not ops:
+            self._acker = (ops, Coalescer(partial(ops.ack_many, self.name)))
+        return self._acker[1]
 
     async def _retry(self, ops: DeliveryOps, delivery: Delivery, failure: Exception) -> None:
         """Release a failed delivery; the reaper requeues it after its attempt's backoff."""

@@ -35,6 +35,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from authbus.common._batching import Coalescer
 from authbus.common._envelope import Event, format_delivery
 from authbus.common._scripts import AsyncRedis, DeliveryOps
 from authbus.event.catch_up import CatchUp
@@ -142,9 +143,9 @@ class Dispatcher:
                 channels=fanout.lagging_channels,
             )
         self.mark_delay_s = mark_delay_s
-        # Publishes waiting for the inline fan-out, and positions fanned out but not yet marked.
-        self._outbox: list[tuple[Sequence[Event], asyncio.Future[bool]]] = []
-        self._fanning: asyncio.Task[None] | None = None
+        # The publish path's fan-out, one call for the publishes of a turn; positions fanned
+        # out but not yet marked dispatched.
+        self._inline: Coalescer[Sequence[Event], bool] = Coalescer(self._fan_out_together)
         self._unmarked: list[int] = []
         self._marking: asyncio.Task[None] | None = None
         self.restart_window_s = restart_window_s
@@ -164,13 +165,8 @@ class Dispatcher:
         statement shortly after (`mark_delay_s`); a crash before that only means they are
         fanned out once more (at-least-once).
         """
-        if not self.backlog:
-            waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._outbox.append((events, waiting))
-            if self._fanning is None or self._fanning.done():
-                self._fanning = asyncio.create_task(self._fan_out_waiting())
-            if await asyncio.shield(waiting):
-                return True
+        if not self.backlog and await self._inline.submit(events):
+            return True
         self.backlog = True
         self._deferrals += 1
         self._wake.set()
@@ -178,30 +174,19 @@ class Dispatcher:
             self.on_deferred(len(events))
         return False
 
-    async def _fan_out_waiting(self) -> None:
-        await asyncio.sleep(0)  # the other publishes of the same group join
-        while self._outbox:
-            waiting, self._outbox = self._outbox, []
-            by_channel: dict[str, list[Event]] = {}
-            for event in sorted((e for batch, _ in waiting for e in batch), key=_position):
-                by_channel.setdefault(event.channel, []).append(event)
-            ordered = [e for batch in by_channel.values() for e in batch]
-            try:
-                delivered = await self.fanout.deliver(ordered)
-            except BaseException:
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_result(False)  # cut off: left to the dispatcher
-                raise
-            if delivered:
-                positions = [e.position for e in ordered]
-                self._remember(positions)
-                self._unmarked.extend(positions)
-                if self._marking is None or self._marking.done():
-                    self._marking = asyncio.create_task(self._mark_soon())
-            for _, future in waiting:
-                if not future.done():
-                    future.set_result(delivered)
+    async def _fan_out_together(self, batches: list[Sequence[Event]]) -> list[bool]:
+        by_channel: dict[str, list[Event]] = {}
+        for event in sorted((e for batch in batches for e in batch), key=_position):
+            by_channel.setdefault(event.channel, []).append(event)
+        ordered = [e for batch in by_channel.values() for e in batch]
+        delivered = await self.fanout.deliver(ordered)
+        if delivered:
+            positions = [e.position for e in ordered]
+            self._remember(positions)
+            self._unmarked.extend(positions)
+            if self._marking is None or self._marking.done():
+                self._marking = asyncio.create_task(self._mark_soon())
+        return [delivered] * len(batches)
 
     async def _mark_soon(self) -> None:
         await asyncio.sleep(self.mark_delay_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -261,8 +262,11 @@ async def test_metrics_count_published_events(
 
 
 async def test_subscribe_from_a_position_catches_up_a_lagging_subscriber(
-    http: httpx.AsyncClient, bearer: Bearer, redis_url: str, redis_prefix: str
+    app: FastAPI, http: httpx.AsyncClient, bearer: Bearer, redis_url: str, redis_prefix: str
 ) -> None:
+    # Only the PUT below may feed the lagging subscriber: the background pass stops first.
+    app.state.dispatcher.stop()
+    await asyncio.wait([t for t in asyncio.all_tasks() if t.get_name() == "event-dispatcher"])
     keys = ChannelKeys(redis_prefix, "orders")
     positions = []
     for i in range(4):
