@@ -303,9 +303,9 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Loop until `stop()`: dispatch, check for a Redis restart, feed lagging subscribers,
-        then wait `interval` (or a wake-up); with a catch-up under way, go on at once."""
-        self._stopped = False
+        """Loop until `stop()` (also one called before this started): dispatch, check for a
+        Redis restart, feed lagging subscribers, then wait `interval` (or a wake-up); with a
+        catch-up under way, go on at once."""
         while not self._stopped:
             busy = False
             try:

@@ -125,7 +125,8 @@ def test_dead_requeue_one_event_moves_it_back_to_waiting(env: dict[str, str]) ->
 
     assert result.exit_code == 0, result.output
     assert "requeued 1" in result.stdout
-    assert lists(env) == ([ids[0]], [ids[2], ids[1]])
+    # Requeued at the consuming end: retried before the event that was already waiting.
+    assert lists(env) == ([ids[0]], [ids[1], ids[2]])
 
 
 def test_dead_requeue_all_keeps_their_order(env: dict[str, str]) -> None:
@@ -161,6 +162,51 @@ def test_an_unknown_event_id_or_subscriber_is_an_error(env: dict[str, str]) -> N
     assert unknown_event.exit_code == 1 and "no dead letter" in unknown_event.stderr
     assert unknown_subscriber.exit_code == 1
     assert "does not subscribe" in unknown_subscriber.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["requeue"], ["purge", "--yes"], ["purge"]],
+    ids=["list", "requeue", "purge", "purge-asking"],
+)
+@pytest.mark.parametrize(("channel", "name"), [("orders", "shipping"), ("nochannel", "billing")])
+def test_dead_letters_of_an_unknown_subscriber_are_an_error(
+    env: dict[str, str], command: list[str], channel: str, name: str
+) -> None:
+    prepare(env)
+
+    result = runner.invoke(cli, ["events", "dead", command[0], channel, name, *command[1:]])
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == f"error: {name} does not subscribe to {channel}"
+    assert "Delete" not in result.stdout  # refused before asking
+    assert "redis" not in result.stderr
+
+
+def test_dead_letters_a_removed_subscriber_left_can_be_listed_and_purged(
+    env: dict[str, str],
+) -> None:
+    ids = prepare(env, dead=2, waiting=0)
+
+    async def unsubscribe_but_keep_dead() -> None:
+        client = aioredis.Redis.from_url(env["AUTHBUS_REDIS_URL"], decode_responses=True)
+        try:
+            ops = DeliveryOps(client, env["AUTHBUS_REDIS_PREFIX"], "orders")
+            await client.srem(ops.keys.subscribers, "billing")
+        finally:
+            await client.aclose()
+
+    asyncio.run(unsubscribe_but_keep_dead())
+
+    listed = runner.invoke(cli, ["events", "dead", "list", "orders", "billing", "--json"])
+    requeued = runner.invoke(cli, ["events", "dead", "requeue", "orders", "billing"])
+    purged = runner.invoke(cli, ["events", "dead", "purge", "orders", "billing", "--yes"])
+
+    assert listed.exit_code == 0, listed.output
+    assert len(json.loads(listed.stdout)["dead_letters"]) == len(ids)
+    assert requeued.exit_code == 1 and "can be listed and purged" in requeued.stderr
+    assert purged.exit_code == 0 and "purged 2" in purged.stdout
+    assert lists(env) == ([], [])
 
 
 def test_a_bad_name_is_refused_before_touching_redis(env: dict[str, str]) -> None:
