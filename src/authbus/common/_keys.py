@@ -116,3 +116,8 @@ class TokenStoreKeys:
         """Sorted set, scored by expiry (ms): what was issued to one user (`f:<family>`,
         `a:<jti>`, `s:<session>`, `c:<code>`), so it can all be revoked at once."""
         return f"{self.prefix}:{{user:{subject}}}:grants"
+
+    def user_not_before(self, subject: str) -> str:
+        """String with TTL: epoch ms before which a grant checked for the user is refused
+        (set when the user's rights change; same hash tag as `user_grants`)."""
+        return f"{self.prefix}:{{user:{subject}}}:not_before"

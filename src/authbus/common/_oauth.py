@@ -105,13 +105,18 @@ class GrantCore:
     ) -> None:
         if token_url is None and issuer is None:
             raise ValueError("give token_url, or issuer to discover it (RFC 8414)")
+        if audience and resource and audience != resource:
+            # Both name the token's audience; the server takes one RFC 8707 `resource`.
+            raise ValueError("audience and resource name the same thing; give one of them")
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_url = token_url
         self.issuer = issuer.rstrip("/") if issuer else None
         self.scopes = tuple(dict.fromkeys(scopes))
         self.audience = audience
-        self.resource = resource
+        # `audience` is asked for as RFC 8707 `resource`: what the token service understands
+        # (an `audience` form field, Auth0's dialect, would be ignored by it).
+        self.resource = resource or audience
         self.leeway = leeway
         self.clock = clock
         self.tokens: TokenSet | None = None
@@ -155,10 +160,8 @@ class GrantCore:
         data = self.grant_params()
         if self.scopes:
             data["scope"] = " ".join(self.scopes)
-        if self.audience:
-            data["audience"] = self.audience
         if self.resource:
-            data["resource"] = self.resource  # RFC 8707
+            data["resource"] = self.resource  # RFC 8707 §2
         headers = {"Accept": "application/json"}
         if self.client_secret is not None:
             headers["Authorization"] = basic_credentials(self.client_id, self.client_secret)

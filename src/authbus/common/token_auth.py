@@ -138,8 +138,11 @@ class TokenAuth(_SyncBearerAuth):
     oauth-authorization-server`. The token is cached in this object and shared by every
     thread using it; it is renewed `leeway` seconds before expiry (not before half its
     lifetime). A 401 from the resource drops it and retries the request once. Token
-    endpoint failures raise `TokenError` with the OAuth error code. `transport` (a
-    requests adapter or an httpx transport) carries the token requests, for tests.
+    endpoint failures raise `TokenError` with the OAuth error code. `audience` (or
+    `resource`, its RFC 8707 name; give one) asks for a token minted for that service: it is
+    sent as `resource`, and the token service answers `invalid_target` for an audience it
+    does not know. `transport` (a requests adapter or an httpx transport) carries the token
+    requests, for tests.
 
     Example:
         session = requests.Session()
@@ -325,8 +328,9 @@ def _replayable(request: httpx.Request) -> bool:
 class AsyncTokenAuth(_AsyncBearerAuth):
     """httpx auth (for `httpx.AsyncClient`) that sends a client-credentials access token.
 
-    The async twin of `TokenAuth`, with the same options; `transport` is an httpx async
-    transport for the token requests (e.g. `httpx.ASGITransport(token_app)` in tests).
+    The async twin of `TokenAuth`, with the same options (`audience` is sent as RFC 8707
+    `resource`); `transport` is an httpx async transport for the token requests (e.g.
+    `httpx.ASGITransport(token_app)` in tests).
     One token request serves every task that needs a token at the same time.
 
     Example:

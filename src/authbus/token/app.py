@@ -26,6 +26,7 @@ from authbus.core.errors import DependencyUnavailable
 from authbus.core.redis import create_redis
 from authbus.core.settings import Settings
 from authbus.token.api import clients, login, oauth
+from authbus.token.bootstrap import protected_client_ids
 from authbus.token.clients import ClientRepository
 from authbus.token.consistency import UserEventsSubscriber, UserGrantRevoker
 from authbus.token.grants import AuthorizationServer
@@ -117,7 +118,7 @@ def create_app(
         issuer = TokenIssuer(
             issuer_config(settings), token_store, keys, on_unknown_kid=reloader.reload_for_kid
         )
-        clients = ClientRepository(sessionmaker)
+        clients = ClientRepository(sessionmaker, protected=protected_client_ids(settings))
         self_token = SelfTokenProvider(
             issuer, settings.token.client_id, settings.token.default_audience
         )
@@ -140,6 +141,12 @@ def create_app(
                 UserGrantRevoker(token_store), settings.redis_url, prefix=settings.redis_prefix
             )
             tasks.append(asyncio.create_task(subscriber.serve(), name="token-user-events"))
+        else:
+            log.warning(
+                "no Redis configured: user events are not followed, so a disabled or deleted "
+                "user, or one whose permissions or password changed, keeps their tokens "
+                "until they expire (set AUTHBUS_REDIS_URL)"
+            )
         app.state.user_events = subscriber
         app.state.token_validator = TokenValidator(
             issuer=settings.issuer,

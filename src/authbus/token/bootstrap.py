@@ -11,7 +11,7 @@ from authbus.core.credentials import ADMIN_CLIENT_ID
 from authbus.core.db import create_engine, create_sessionmaker
 from authbus.core.errors import Conflict
 from authbus.core.settings import Settings
-from authbus.token.clients import ClientRepository, ClientSpec
+from authbus.token.clients import BUILTIN_CLIENT_IDS, ClientRepository, ClientSpec
 from authbus.token.keys import ensure_signing_key
 
 BUILTIN_CLIENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -31,6 +31,13 @@ BUILTIN_CLIENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("token-service", "authbus token service", ("users:verify", "events:read", "events:publish")),
     ("event-service", "authbus event service", ("events:read",)),
 )
+
+
+def protected_client_ids(settings: Settings) -> frozenset[str]:
+    """Clients that may not be deleted: the built-in ones, and the ids the settings give the
+    services (`AUTHBUS_<SERVICE>__CLIENT_ID`) when an operator chose others."""
+    configured = (settings.user.client_id, settings.token.client_id, settings.event.client_id)
+    return frozenset({*BUILTIN_CLIENT_IDS, *(c for c, _, _ in BUILTIN_CLIENTS), *configured})
 
 
 async def ensure_clients(settings: Settings, secrets: Mapping[str, str]) -> list[str]:

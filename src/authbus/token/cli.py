@@ -220,14 +220,18 @@ def delete_client(
     client_id: Annotated[str, typer.Argument(help="The client to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a client: it can no longer authenticate or get tokens."""
+    """Delete a client: it can no longer authenticate or get tokens. Built-in clients
+    (authbus-admin and the services' own) cannot be deleted."""
+    from authbus.token.bootstrap import protected_client_ids
     from authbus.token.clients import ClientRepository
 
     if not yes:
         typer.confirm(f"Delete client {client_id!r}?", abort=True)
 
-    async def work(_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        await ClientRepository(sessionmaker, cache_ttl_s=0).delete(client_id)
+    async def work(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        protected = protected_client_ids(settings)
+        repo = ClientRepository(sessionmaker, cache_ttl_s=0, protected=protected)
+        await repo.delete(client_id)
 
     _run(work)
     typer.echo(f"deleted client {client_id!r}")

@@ -16,7 +16,8 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
@@ -26,6 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from authbus.core.credentials import ADMIN_CLIENT_ID, SERVICE_CLIENT_IDS
 from authbus.core.errors import Conflict, NotFound, ValidationFailed
 from authbus.token.models import ClientRow, utcnow
 
@@ -35,8 +37,15 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # RFC 8252 §7.3 lets the port vary for loopback IP literals only.
 _PORT_FREE_HOSTS = frozenset({"127.0.0.1", "::1"})
 # RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+# The clients `authbus bootstrap` creates and the services use (`protected_client_ids` adds
+# the ids the settings name, when they differ).
+BUILTIN_CLIENT_IDS = frozenset({ADMIN_CLIENT_ID, *SERVICE_CLIENT_IDS.values()})
+# Column sizes of `ClientRow` (a longer value would be a database error).
+NAME_MAX = 200
+AUDIENCE_MAX = 200
+REDIRECT_URI_MAX = 2000
 
 
 def hash_secret(secret: str) -> str:
@@ -146,6 +155,22 @@ def validate_redirect_uri(uri: str) -> str:
     raise ValidationFailed(f"redirect URI {uri!r} must use https (http only for loopback)")
 
 
+def _check_text(field: str, value: str, *, max_length: int, spaces: bool = True) -> None:
+    """Refuse text no database can hold or no header should carry: control characters
+    (a NUL is a 500 on Postgres otherwise) and lone surrogates; whitespace too unless
+    `spaces`. Raises `ValidationFailed` naming `field`."""
+    if len(value) > max_length:
+        raise ValidationFailed(f"{field}: must be at most {max_length} characters long")
+    for c in value:
+        kind = unicodedata.category(c)
+        if kind in ("Cc", "Cs"):
+            raise ValidationFailed(
+                f"{field}: must not contain control characters (found U+{ord(c):04X})"
+            )
+        if not spaces and c.isspace():
+            raise ValidationFailed(f"{field}: must not contain whitespace (found U+{ord(c):04X})")
+
+
 @dataclass(frozen=True)
 class ClientSpec:
     """The fields of a client that an administrator chooses."""
@@ -163,9 +188,18 @@ class ClientSpec:
     refresh_token_ttl_s: int | None = None
 
     def validated(self) -> ClientSpec:
-        """The spec with its rules checked (raises `ValidationFailed`)."""
-        if not _CLIENT_ID.match(self.client_id):
+        """The spec with its rules checked (raises `ValidationFailed` naming the field)."""
+        if not _CLIENT_ID.fullmatch(self.client_id):
             raise ValidationFailed("client_id: 1-128 characters of A-Z a-z 0-9 . _ ~ -")
+        _check_text("name", self.name, max_length=NAME_MAX)
+        if not self.name.strip():
+            raise ValidationFailed("name: must not be blank")
+        if self.audience is not None:
+            # An empty audience would be minted into tokens as `aud: ""`; omit it instead
+            # for the default. RFC 8707: a resource is a URI, which holds no whitespace.
+            _check_text("audience", self.audience, max_length=AUDIENCE_MAX, spaces=False)
+            if not self.audience:
+                raise ValidationFailed("audience: must not be empty (omit it for the default)")
         if self.type not in ("confidential", "public"):
             raise ValidationFailed("type: must be 'confidential' or 'public'")
         for g in self.grant_types:
@@ -174,8 +208,11 @@ class ClientSpec:
         if self.type == "public" and "client_credentials" in self.grant_types:
             raise ValidationFailed("grant_types: a public client cannot use client_credentials")
         for s in self.scopes:
-            if not _SCOPE_TOKEN.match(s):
+            if not _SCOPE_TOKEN.fullmatch(s):
                 raise ValidationFailed(f"scopes: {s!r} is not a valid scope token")
+        for u in self.redirect_uris:
+            # RFC 3986: a URI holds no whitespace nor control characters.
+            _check_text("redirect_uris", u, max_length=REDIRECT_URI_MAX, spaces=False)
         uris = [validate_redirect_uri(u) for u in self.redirect_uris]
         needs_redirect = "authorization_code" in self.grant_types or self.allow_implicit
         if needs_redirect and not uris:
@@ -231,13 +268,22 @@ class ClientRepository:
     """
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], *, cache_ttl_s: float = 5.0
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        cache_ttl_s: float = 5.0,
+        protected: Collection[str] = BUILTIN_CLIENT_IDS,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.cache_ttl_s = cache_ttl_s
+        # Clients the stack itself authenticates as: deleting one breaks it.
+        self.protected = frozenset(protected)
         self._cache: dict[str, tuple[Client | None, float]] = {}
 
     async def get(self, client_id: str) -> Client | None:
+        if not _CLIENT_ID.fullmatch(client_id):
+            # No client has such an id; and a NUL would be a database error on Postgres.
+            return None
         now = time.monotonic()
         hit = self._cache.get(client_id)
         if hit is not None and hit[1] > now:
@@ -299,6 +345,8 @@ class ClientRepository:
 
     async def reset_secret(self, client_id: str) -> str:
         """A new secret for a confidential client (returned once)."""
+        if not _CLIENT_ID.fullmatch(client_id):
+            raise NotFound(f"no client {client_id!r}")
         secret = generate_client_secret()
         self._forget(client_id)
         async with self.sessionmaker() as session, session.begin():
@@ -312,6 +360,14 @@ class ClientRepository:
         return secret
 
     async def delete(self, client_id: str) -> None:
+        """Delete a client; `NotFound`, or `Conflict` for a built-in one."""
+        if client_id in self.protected:
+            raise Conflict(
+                f"client {client_id!r} is built in: the authbus services authenticate with it, "
+                "so it cannot be deleted (rotate its secret instead)"
+            )
+        if not _CLIENT_ID.fullmatch(client_id):
+            raise NotFound(f"no client {client_id!r}")
         self._forget(client_id)
         async with self.sessionmaker() as session, session.begin():
             result = await session.execute(

@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 from authbus.core.errors import AuthbusError
 from authbus.token.clients import Client, hash_secret, redirect_uri_matches
 from authbus.token.errors import (
+    AccessDenied,
     InvalidAuthorizationTarget,
     InvalidClient,
     InvalidGrant,
@@ -226,11 +227,20 @@ class AuthorizationServer:
         )
 
     async def approve(
-        self, request: AuthorizationRequest, *, subject: str, auth_time: int | None = None
+        self,
+        request: AuthorizationRequest,
+        *,
+        subject: str,
+        auth_time: int | None = None,
+        checked_at: float | None = None,
     ) -> str:
-        """The redirect URL that answers an approved request (code, or implicit token)."""
+        """The redirect URL that answers an approved request (code, or implicit token).
+
+        `checked_at`: when the user service confirmed the user's rights (see
+        `TokenIssuer.rights_outdated`); kept with the code and the refresh family.
+        """
         if request.response_type == "token":
-            return await self._implicit_response(request, subject)
+            return await self._implicit_response(request, subject, checked_at)
         code = secrets.token_urlsafe(32)
         data = {
             "client_id": request.client.client_id,
@@ -241,6 +251,7 @@ class AuthorizationServer:
             "code_challenge": request.code_challenge,
             "resource": request.resource,
             "auth_time": auth_time,
+            "checked_at": checked_at,
         }
         await self.issuer.store.add_code(
             hash_secret(code), data, self.issuer.config.code_ttl_s, subject=subject
@@ -249,7 +260,9 @@ class AuthorizationServer:
         params = {"code": code, "state": request.state, "iss": self.issuer.config.issuer}
         return add_params(request.redirect_uri, params)
 
-    async def _implicit_response(self, request: AuthorizationRequest, subject: str) -> str:
+    async def _implicit_response(
+        self, request: AuthorizationRequest, subject: str, checked_at: float | None
+    ) -> str:
         # RFC 6749 §4.2.2: access token in the fragment, no refresh token.
         # RFC 9700 §2.1.2: legacy; kept for the clients that opt in (allow_implicit).
         audience = self.issuer.audience_for(request.client, request.resource)
@@ -260,6 +273,10 @@ class AuthorizationServer:
             audience=audience,
             refresh=False,
         )
+        if await self.issuer.rights_outdated(subject, checked_at):
+            # A revoking user event was applied while this token was issued.
+            await self.issuer.store.revoke_access_token(grant.jti)
+            return request.error_redirect(AccessDenied("the user's rights changed; sign in again"))
         params = {
             "access_token": grant.access_token,
             "token_type": "Bearer",
@@ -365,17 +382,30 @@ class AuthorizationServer:
             raise InvalidGrant("code_verifier given but the request had no code_challenge")
         scopes = parse_scope(str(data.get("scope", "")))
         resource = self._token_request_resource(client, form, data.get("resource"))
+        subject, checked_at = str(data["sub"]), data.get("checked_at")
+        if await self.issuer.rights_outdated(subject, checked_at):
+            # A revoking user event came after the user's rights were checked for this code.
+            raise InvalidGrant("the user's rights changed since the authorization; sign in again")
         grant = await self.issuer.issue(
             client,
-            subject=str(data["sub"]),
+            subject=subject,
             scopes=scopes,
             audience=self.issuer.audience_for(client, resource),
             refresh=client.allows_grant("refresh_token"),
             auth_time=data.get("auth_time"),
             resource=resource,
+            checked_at=checked_at,
         )
         # From now on a presentation of the code is a replay that revokes these tokens.
         await store.record_code_tokens(code_hash, {"jti": grant.jti, "family": grant.family})
+        if await self.issuer.rights_outdated(subject, checked_at):
+            # The event was applied while these tokens were issued, maybe after its
+            # revocation read the user's grants: revoke them here (the event's time was set
+            # before that read, so one of the two sees the other).
+            if grant.family:
+                await store.revoke_family(grant.family)
+            await store.revoke_access_token(grant.jti)
+            raise InvalidGrant("the user's rights changed since the authorization; sign in again")
         return grant
 
     def _token_request_resource(

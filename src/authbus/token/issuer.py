@@ -157,6 +157,15 @@ class TokenIssuer:
     def allowed_resources(self, client: Client) -> frozenset[str]:
         return frozenset((*self.config.audiences, *((client.audience,) if client.audience else ())))
 
+    async def rights_outdated(self, subject: str, checked_at: float | None) -> bool:
+        """Whether a grant of user `subject` whose rights were checked at `checked_at` (epoch
+        seconds; None: not recorded) predates a revoking user event (`TokenStore.not_before`).
+        """
+        not_before = await self.store.not_before(subject)
+        if not_before is None:
+            return False
+        return checked_at is None or float(checked_at) < not_before
+
     async def issue(
         self,
         client: Client,
@@ -169,12 +178,15 @@ class TokenIssuer:
         auth_time: int | None = None,
         for_user: bool = True,
         resource: str | None = None,
+        checked_at: float | None = None,
     ) -> IssuedGrant:
         """Sign an access token, record it, and (if `refresh`) start a refresh family.
 
         `for_user`: the subject is a user, so the grant is indexed under it for
         `TokenStore.revoke_user` (False for client-credentials tokens). `resource`: the RFC
         8707 resource the grant was made for, which later refreshes must keep to.
+        `checked_at`: when the user service confirmed the user's rights for this grant; a
+        refresh is refused once a revoking user event is newer (`rights_outdated`).
         """
         if not refresh:
             access, jti, ttl = await self.issue_access_token(
@@ -183,6 +195,8 @@ class TokenIssuer:
             return IssuedGrant(access, jti, ttl, tuple(scopes))
         token, ref = new_refresh_token(family)
         data = self._refresh_record(client, subject, scopes, audience, auth_time)
+        if checked_at is not None:
+            data["checked_at"] = checked_at
         if resource is not None:
             data["resource"] = resource
         # The family exists before the access token joins it (revoked together).
@@ -279,6 +293,8 @@ class TokenIssuer:
         if current is not None and current.get("client_id") != client.client_id:
             # RFC 6749 §6: the refresh token must have been issued to this client.
             raise InvalidGrant("the refresh token was not issued to this client")
+        if current is not None:
+            await self._refuse_if_outdated(presented.family, current)
         new_token, new_ref = new_refresh_token(presented.family)
         base = current or {}
         granted = tuple(str(base.get("scope", "")).split())
@@ -326,6 +342,14 @@ class TokenIssuer:
         )
         return IssuedGrant(access, jti, ttl, granted, new_token, presented.family)
 
+    async def _refuse_if_outdated(self, family: str, record: dict[str, Any]) -> None:
+        """A family that escaped a revoking user event (issued while it was being applied)
+        still cannot be refreshed: revoke it now. The refreshed scope thus never exceeds
+        what the user held at the last check the token service knows to be current."""
+        if await self.rights_outdated(str(record.get("sub")), record.get("checked_at")):
+            await self.store.revoke_family(family)
+            raise InvalidGrant("the user's rights changed since this grant; sign in again")
+
     async def _replay_within_grace(
         self,
         client: Client,
@@ -350,6 +374,7 @@ class TokenIssuer:
             # the response: two parties hold the grant. RFC 9700 §4.14.2: revoke the family.
             await self.store.revoke_family(presented.family)
             raise InvalidGrant("the refresh token was already used; the grant is revoked")
+        await self._refuse_if_outdated(presented.family, record)
         granted = tuple(str(record.get("scope", "")).split())
         if scopes is not None and set(scopes) != set(granted):
             raise InvalidScope("a retried refresh must ask for the scope of the first request")
@@ -398,6 +423,8 @@ class TokenIssuer:
                 return {"active": False}
             if caller is not None and record.get("client_id") != caller.client_id:
                 return {"active": False}
+            if await self.rights_outdated(str(record.get("sub")), record.get("checked_at")):
+                return {"active": False}  # it would be refused (`_refuse_if_outdated`)
             return {
                 "active": True,
                 "token_type": "refresh_token",

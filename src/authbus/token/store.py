@@ -11,7 +11,9 @@ What it holds (values are JSON objects; secrets only ever as SHA-256 digests):
   token; rotation is one atomic step that tells a first use from a reuse;
 - SSO sessions;
 - a per-user index of the above (`user_grants`), so `revoke_user` ends everything a user
-  holds when the user service says the user was disabled, deleted or lost permissions.
+  holds when the user service says the user was disabled, deleted or lost permissions;
+- a per-user "not before" time: grants resting on a check of the user's rights made before
+  it are refused, which catches those issued while a revocation ran (see `not_before`).
 
 Key names come from `authbus.common._keys.TokenStoreKeys`.
 
@@ -162,6 +164,13 @@ class TokenStore(Protocol):
         """Revoke every refresh family, access token, SSO session and code indexed under
         `subject`; returns how many entries were revoked (0 the second time: idempotent)."""
 
+    async def set_not_before(self, subject: str, at_s: float, ttl_s: float) -> None:
+        """From now on (for `ttl_s`), grants of `subject` whose rights were checked before
+        `at_s` (epoch seconds) are refused. Never moves an earlier-set time back."""
+
+    async def not_before(self, subject: str) -> float | None:
+        """The time set by `set_not_before` for `subject`, or None."""
+
 
 def _ms(ttl_s: float) -> int:
     return max(1, int(ttl_s * 1000))
@@ -218,6 +227,18 @@ redis.call('PEXPIREAT', KEYS[1], last[2])
 return 1
 """
 
+# KEYS: not_before. ARGV: at (epoch ms), ttl_ms. Keeps the latest time and the longest TTL.
+_NOT_BEFORE = """
+local old = redis.call('GET', KEYS[1])
+local at = tonumber(ARGV[1])
+if old and tonumber(old) > at then at = tonumber(old) end
+local ttl = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[1])
+if left > ttl then ttl = left end
+redis.call('SET', KEYS[1], tostring(at), 'PX', ttl)
+return 1
+"""
+
 # Entry kinds of the per-user index.
 _FAMILY, _ACCESS, _SESSION, _CODE = "f", "a", "s", "c"
 
@@ -231,6 +252,7 @@ class RedisTokenStore:
         self._redeem = redis.register_script(_REDEEM_CODE)
         self._rotate = redis.register_script(_ROTATE)
         self._index_script = redis.register_script(_INDEX)
+        self._not_before_script = redis.register_script(_NOT_BEFORE)
 
     async def _index(self, subject: str | None, kind: str, ident: str, ttl_s: float) -> None:
         if subject is None:
@@ -388,6 +410,14 @@ class RedisTokenStore:
             elif kind == _CODE:
                 revoked += int(await self.redis.delete(self.keys.code(ident)))
         return revoked
+
+    async def set_not_before(self, subject: str, at_s: float, ttl_s: float) -> None:
+        key = self.keys.user_not_before(subject)
+        await self._not_before_script(keys=[key], args=[int(at_s * 1000), _ms(ttl_s)])
+
+    async def not_before(self, subject: str) -> float | None:
+        raw = await self.redis.get(self.keys.user_not_before(subject))
+        return int(raw) / 1000 if raw is not None else None
 
 
 def _rotation(status: str, data: Json | None, marker: Json | None) -> Rotation:
@@ -631,3 +661,12 @@ class MemoryTokenStore:
             elif kind == _CODE:
                 revoked += self._pop(self.keys.code(ident)) is not None
         return revoked
+
+    async def set_not_before(self, subject: str, at_s: float, ttl_s: float) -> None:
+        key = self.keys.user_not_before(subject)
+        at = max(at_s, self._get(key) or at_s)
+        self._set(key, at, max(ttl_s, self._ttl(key)))
+
+    async def not_before(self, subject: str) -> float | None:
+        value = self._get(self.keys.user_not_before(subject))
+        return float(value) if value is not None else None

@@ -7,6 +7,7 @@ user = await users.verify("alice", "pw", ["orders:read"], client_address="10.0.0
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +28,17 @@ log = logging.getLogger("authbus.token.users")
 
 @dataclass(frozen=True)
 class VerifiedUser:
-    """A user whose password and rights the user service has confirmed."""
+    """A user whose password and rights the user service has confirmed.
+
+    `checked_at` (epoch seconds) is when the question was asked: the answer holds the
+    user's rights as they were at some moment after it. A revoking user event processed
+    later makes every grant resting on an earlier check unusable (`TokenStore.not_before`).
+    """
 
     id: str
     username: str
     effective_permissions: frozenset[str] = field(default_factory=frozenset)
+    checked_at: float = 0.0
 
 
 class UserServiceClient:
@@ -68,15 +75,17 @@ class UserServiceClient:
         token = await self._token_provider()
         headers = {"Authorization": f"Bearer {token}"}
         add_request_id(headers)  # the login's request id, into the user service's logs
+        # Taken before asking: a change committed while the answer travels counts as later.
+        checked_at = time.time()
         try:
             resp = await self._http.post("/v1/credentials/verify", json=body, headers=headers)
         except httpx.HTTPError as exc:
             log.warning("user service unreachable", extra={"error": type(exc).__name__})
             raise TemporarilyUnavailable("the user service is unavailable") from exc
-        return _interpret(resp)
+        return _interpret(resp, checked_at)
 
 
-def _interpret(resp: httpx.Response) -> VerifiedUser:
+def _interpret(resp: httpx.Response, checked_at: float) -> VerifiedUser:
     try:
         data: dict[str, Any] = resp.json()
     except ValueError:
@@ -88,6 +97,7 @@ def _interpret(resp: httpx.Response) -> VerifiedUser:
             id=str(user["id"]),
             username=str(user.get("username", "")),
             effective_permissions=frozenset(user.get("effective_permissions") or ()),
+            checked_at=checked_at,
         )
     if resp.status_code == 401 and error == "invalid_credentials":
         raise InvalidCredentials("invalid username or password")

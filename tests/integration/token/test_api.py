@@ -227,6 +227,17 @@ async def test_malformed_token_requests_are_400(env: Env) -> None:
     assert resp.json()["error"] == "invalid_request"
 
 
+async def test_a_form_with_too_many_fields_is_400_before_anything_else(env: Env) -> None:
+    fields = "&".join(f"f{i}=x" for i in range(60))
+    resp = await env.http.post(
+        "/token",
+        content=f"grant_type=client_credentials&{fields}".encode(),
+        headers={"content-type": "application/x-www-form-urlencoded", **env.basic("svc")},
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json() == {"error": "invalid_request", "error_description": "malformed form body"}
+
+
 # --- client credentials, introspection, revocation --------------------------------------
 
 
@@ -385,6 +396,10 @@ async def test_consent_for_third_party_client(env: Env) -> None:
     form = hidden_fields(consent.text)
     denied = await env.http.post("/authorize", data={**form, "decision": "deny"})
     assert query_of(denied.headers["location"])["error"] == "access_denied"
+    # A consent page is answered once; the signed-in user is asked again on a new request.
+    asked_again = await env.http.get("/authorize", params=params)
+    assert "Allow access?" in asked_again.text
+    form = hidden_fields(asked_again.text)
     allowed = await env.http.post("/authorize", data={**form, "decision": "allow"})
     assert allowed.status_code == 302
     assert "code" in query_of(allowed.headers["location"])

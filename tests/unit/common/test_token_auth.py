@@ -47,9 +47,28 @@ def test_request_carries_client_credentials_token() -> None:
         {
             "grant_type": "client_credentials",
             "scope": "events:publish events:read",
-            "audience": "authbus",
+            "resource": "authbus",
         }
     ]
+
+
+def test_audience_is_requested_as_rfc8707_resource() -> None:
+    # The token service implements RFC 8707 `resource`; an `audience` field it would ignore.
+    endpoint, resource = FakeTokenEndpoint(), FakeResource()
+    for kw in (
+        {"audience": "billing"},
+        {"resource": "billing"},
+        {"audience": "billing", "resource": "billing"},
+    ):
+        endpoint.forms.clear()
+        auth = _auth(endpoint, **kw)
+        _session(endpoint, resource).get(RESOURCE_URL, auth=auth)
+        assert endpoint.forms == [{"grant_type": "client_credentials", "resource": "billing"}]
+
+
+def test_audience_and_a_different_resource_are_refused() -> None:
+    with pytest.raises(ValueError, match="audience and resource"):
+        _auth(FakeTokenEndpoint(), audience="billing", resource="orders")
 
 
 def test_token_is_cached_between_requests() -> None:

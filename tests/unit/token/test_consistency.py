@@ -45,6 +45,8 @@ def test_user_id_falls_back_to_the_user_aggregate() -> None:
     [
         ("user.created", {"id": "u1"}),
         ("user.updated", {"id": "u1", "email": "a@example.com"}),
+        ("user.updated", {"id": "u1", "email": "a@example.com", "changed": ["email"]}),
+        ("user.enabled", {"id": "u1"}),
         ("user.updated", {"id": "u1", "disabled": False}),
         ("role.updated", {"name": "admins"}),
         ("user.disabled", {}),
@@ -56,6 +58,23 @@ def test_other_events_end_nothing(type_: str, data: dict[str, Any]) -> None:
 
 def test_disabling_update_ends_grants() -> None:
     assert revoked_user_id(event("user.updated", {"id": "u1", "disabled": True})) == "u1"
+
+
+@pytest.mark.parametrize("changed", [["password"], ["email", "password"]])
+def test_password_change_or_reset_ends_grants(changed: list[str]) -> None:
+    # What the user service publishes for PUT /v1/users/me/password and an admin reset.
+    data = {"id": "u1", "username": "alice", "email": None, "changed": changed}
+    assert revoked_user_id(event("user.updated", data)) == "u1"
+
+
+async def test_revoker_sets_the_users_not_before_time_first() -> None:
+    store = MemoryTokenStore(warn=False)
+    revoker = UserGrantRevoker(store, clock=lambda: 1000.0)
+    assert await revoker.apply(event("user.permissions_changed", {"id": "u1"})) == 0
+    assert await store.not_before("u1") == 1000.0
+    assert await store.not_before("u2") is None
+    await revoker.apply(event("user.created", {"id": "u2"}))
+    assert await store.not_before("u2") is None
 
 
 async def test_revoker_is_idempotent() -> None:

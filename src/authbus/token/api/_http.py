@@ -59,7 +59,8 @@ async def read_form(request: Request) -> dict[str, str]:
     if ctype != "application/x-www-form-urlencoded":
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
     try:
-        form = await request.form()
+        # The sign-in form, the largest, has under 20 fields; no OAuth request uploads files.
+        form = await request.form(max_fields=50, max_files=0)
     except Exception as exc:  # python-multipart raises several types for malformed bodies
         raise InvalidRequest("malformed form body") from exc
     out: dict[str, str] = {}

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from authbus.common.security import Caller, requires
-from authbus.core.errors import NotFound
+from authbus.core.errors import NotFound, ValidationFailed
 from authbus.token.api._http import NO_STORE, service_of
 from authbus.token.clients import ClientSpec
 
@@ -81,6 +81,12 @@ async def update_client(
     request: Request,
     _caller: Caller = Depends(requires("clients:admin")),
 ) -> dict[str, Any]:
+    if body.client_id and body.client_id != client_id:
+        # The client_id is the path's; a body naming another one is a mistake, not a rename.
+        raise ValidationFailed(
+            f"client_id: the body names {body.client_id!r} but the path names {client_id!r} "
+            "(a client cannot be renamed; leave client_id out of the body)"
+        )
     spec = body.model_copy(update={"client_id": client_id}).spec()
     return (await service_of(request).clients.update(spec)).public_view()
 

@@ -2,12 +2,18 @@
 
 Server-rendered, no JavaScript; CSRF by a double-submit cookie; an SSO cookie lets a second
 authorization skip the form while the session lives.
+
+The login form carries the authorization request in hidden fields: whatever comes back is
+validated and checked with the user service as a new request, so editing it gains nothing.
+The consent form carries only the handle of the request kept in the SSO session when it was
+checked: the answer applies to that request, never to fields a user may have added.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +61,13 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+# The consent form's one request field: the handle of the request kept in the SSO session.
+CONSENT_FIELD = "consent_request"
 GENERIC_LOGIN_ERROR = "Invalid username or password."
+CONSENT_GONE = (
+    "This consent page has expired or was already answered. "
+    "Go back to the application and start again."
+)
 UNAVAILABLE_ERROR = "Sign-in is temporarily unavailable. Please try again in a moment."
 
 
@@ -125,14 +137,23 @@ def _login_page(
     return response
 
 
-def _consent_page(request: Request, auth: AuthorizationRequest, session: Session) -> HTMLResponse:
+async def _consent_page(
+    request: Request, auth: AuthorizationRequest, session: Session, cookie: str
+) -> HTMLResponse:
+    """Ask the signed-in user to allow `auth`, which was checked against `session`.
+
+    The request is kept in the session; the form carries only its handle, so the answer
+    applies to exactly what was checked (a form edited to name another scope, client,
+    redirect URI, PKCE challenge, state or resource changes nothing).
+    """
+    handle, _ = await service_of(request).hold_for_consent(cookie, session, auth)
     csrf = _csrf_token(request)
     response = _page(
         request,
         "consent.html",
         action=request.url.path,
         csrf_token=csrf,
-        params=auth.form_fields(),
+        params={CONSENT_FIELD: handle},
         client_name=auth.client.name,
         scopes=auth.scopes,
         username=session.username,
@@ -160,7 +181,12 @@ async def _validated(
 async def _finish(request: Request, auth: AuthorizationRequest, session: Session) -> Response:
     """Approve the request for a signed-in user holding the scopes and having consented."""
     svc = service_of(request)
-    url = await svc.server.approve(auth, subject=session.user_id, auth_time=session.auth_time)
+    url = await svc.server.approve(
+        auth,
+        subject=session.user_id,
+        auth_time=session.auth_time,
+        checked_at=session.checked_at,
+    )
     if auth.response_type == "token":
         metrics_of(request).issued.labels("implicit").inc()
     return _redirect(url)
@@ -178,21 +204,25 @@ async def authorize_get(request: Request) -> Response:
     if isinstance(auth, Response):
         return auth
     svc = service_of(request)
-    session = await svc.session(request.cookies.get(cookie_name(request, SSO_COOKIE)))
-    if session is not None and session.holds(auth.scopes):
+    cookie = request.cookies.get(cookie_name(request, SSO_COOKIE))
+    session = await svc.session(cookie)
+    if cookie is not None and session is not None and session.holds(auth.scopes):
         if session.consented(auth.client, auth.scopes):
             return await _finish(request, auth, session)
-        return _consent_page(request, auth, session)
+        return await _consent_page(request, auth, session, cookie)
     return _login_page(request, auth)
 
 
 @router.post("/authorize", tags=["oauth"], summary="Authorization endpoint: sign in / consent")
 async def authorize_post(request: Request) -> Response:
-    """The login (or consent) form comes back here with the request in hidden fields."""
+    """The login form comes back here with the request in hidden fields (the login checks
+    them all, as a new request); the consent form with the handle of the checked request."""
     try:
         form = await read_form(request)
     except InvalidRequest as exc:
         return _error_page(request, exc)
+    if form.get("action") == "consent":
+        return await _consent(request, form)
     params = {k: v for k, v in form.items() if k in AUTHORIZATION_PARAMS}
     auth = await _validated(request, params)
     if isinstance(auth, Response):
@@ -201,17 +231,36 @@ async def authorize_post(request: Request) -> Response:
         return _login_page(
             request, auth, error="Your session expired. Please sign in again.", status=400
         )
-    svc = service_of(request)
-    if form.get("action") == "consent":
-        cookie = request.cookies.get(cookie_name(request, SSO_COOKIE))
-        session = await svc.session(cookie)
-        if session is None or cookie is None:
-            return _login_page(request, auth)
-        if form.get("decision") != "allow":
-            return _redirect(auth.error_redirect(AccessDenied("the user denied the request")))
-        session = await svc.record_consent(cookie, session, auth)
-        return await _finish(request, auth, session)
     return await _login(request, auth, form)
+
+
+async def _consent(request: Request, form: Mapping[str, str]) -> Response:
+    """The user's answer to a consent page: it applies to the request that page showed,
+    kept in the SSO session when it was checked, never to request fields in the form."""
+    svc = service_of(request)
+    cookie = request.cookies.get(cookie_name(request, SSO_COOKIE))
+    session = await svc.session(cookie)
+    handle = form.get(CONSENT_FIELD, "")
+    params = session.consent_request(handle, time.time()) if session is not None else None
+    if cookie is None or session is None or params is None:
+        # Signed out meanwhile, another user signed in, answered already, or a forged form.
+        return _error_page(request, InvalidRequest(CONSENT_GONE))
+    auth = await _validated(request, params)  # the client may have changed meanwhile
+    if isinstance(auth, Response):
+        await svc.answer_consent(cookie, session, handle)
+        return auth
+    if not _csrf_ok(request, form):
+        return _error_page(request, InvalidRequest(CONSENT_GONE))
+    if not session.holds(auth.scopes):
+        # Never true for a page shown by this code (it checks first); kept as a last guard.
+        await svc.answer_consent(cookie, session, handle)
+        denied = AccessDenied("the user may not grant the requested access")
+        return _redirect(auth.error_redirect(denied))
+    if form.get("decision") != "allow":
+        await svc.answer_consent(cookie, session, handle)
+        return _redirect(auth.error_redirect(AccessDenied("the user denied the request")))
+    session = await svc.answer_consent(cookie, session, handle, auth)
+    return await _finish(request, auth, session)
 
 
 async def _login(request: Request, auth: AuthorizationRequest, form: Mapping[str, str]) -> Response:
@@ -251,7 +300,7 @@ async def _login(request: Request, auth: AuthorizationRequest, form: Mapping[str
     if session.consented(auth.client, auth.scopes):
         response = await _finish(request, auth, session)
     else:
-        response = _consent_page(request, auth, session)
+        response = await _consent_page(request, auth, session, cookie)
     response.set_cookie(
         cookie_name(request, SSO_COOKIE),
         cookie,
