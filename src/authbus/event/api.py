@@ -12,20 +12,65 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from authbus.common._envelope import NAME_PATTERN, Event
+from authbus.common._envelope import NAME_PATTERN, Event, valid_name
 from authbus.common.security import Caller, authenticate, insufficient_scope, requires
 from authbus.event.errors import DeliveryUnavailable, EventTooLarge, SubscriberNotFound
 from authbus.event.log import EventLog, NewEvent
-from authbus.event.service import MAX_BATCH, EventService
+from authbus.event.service import (
+    MAX_BATCH,
+    MAX_DATA_DEPTH,
+    MAX_POSITION,
+    MAX_VERSION,
+    EventService,
+    control_character,
+)
 from authbus.event.subscriptions import Subscriptions
 
 router = APIRouter(tags=["events"])
 
-ChannelName = Annotated[str, Path(pattern=NAME_PATTERN, description="channel name")]
-SubscriberName = Annotated[str, Path(pattern=NAME_PATTERN, description="subscriber name")]
+NAME_RULE = "must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def _name(value: str) -> str:
+    # One error with a sentence, rather than pydantic's pattern error (which repeats the regex).
+    if not valid_name(value):
+        raise PydanticCustomError("invalid_name", NAME_RULE)
+    return value
+
+
+def _plain_text(value: str) -> str:
+    # Nothing stored holds a control character, and Postgres text cannot even hold a NUL to
+    # look it up with.
+    if (c := control_character(value)) is not None:
+        raise PydanticCustomError(
+            "invalid_text",
+            "must not contain control characters (found U+{code})",
+            {"code": f"{ord(c):04X}"},
+        )
+    return value
+
+
+def _name_param(what: str) -> Any:
+    # The pattern is documented in the schema; `_name` enforces it with one clear message.
+    return Path(description=f"{what} name", json_schema_extra={"pattern": NAME_PATTERN})
+
+
+ChannelName = Annotated[str, _name_param("channel"), AfterValidator(_name)]
+SubscriberName = Annotated[str, _name_param("subscriber"), AfterValidator(_name)]
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=200, description="retry-safe publish key"),
@@ -39,12 +84,21 @@ class PublishRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(pattern=TYPE_PATTERN, examples=["order.placed"])
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "any JSON object, nested at most "
+            f"{MAX_DATA_DEPTH} levels; NaN, Infinity and lone surrogates are refused"
+        ),
+    )
     aggregate_type: str | None = Field(default=None, min_length=1, max_length=128)
     aggregate_id: str | None = Field(default=None, min_length=1, max_length=200)
-    aggregate_version: int | None = Field(default=None, ge=1)
-    expected_version: int | None = Field(
-        default=None, ge=0, description="the aggregate's current version; 0 when new"
+    aggregate_version: StrictInt | None = Field(default=None, ge=1, le=MAX_VERSION)
+    expected_version: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_VERSION - 1,
+        description="the aggregate's current version; 0 when new",
     )
     correlation_id: str | None = Field(default=None, max_length=200)
     causation_id: str | None = Field(default=None, max_length=200)
@@ -78,11 +132,29 @@ class AggregateTrail(BaseModel):
 
 
 class SubscribeRequest(BaseModel):
-    """Where a new subscriber starts: `now`, `beginning` (replays the log) or after a position."""
+    """Where a new subscriber starts: `now`, `beginning` (replays the log) or after a position.
+
+    A name that is subscribed already keeps its state: `start` only applies to a new one.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    start: Literal["now", "beginning"] | Annotated[int, Field(ge=0)] = "now"
+    start: Literal["now", "beginning"] | Annotated[StrictInt, Field(ge=0, le=MAX_POSITION - 1)] = (
+        "now"
+    )
+
+    @field_validator("start", mode="wrap")
+    @classmethod
+    def _one_message(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # One sentence instead of an error per member of the union.
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "invalid_start",
+                'must be "now", "beginning" or a log position (an integer from 0 to {max})',
+                {"max": MAX_POSITION - 1},
+            ) from None
 
 
 class RequeueRequest(BaseModel):
@@ -130,10 +202,16 @@ def channel_scope(action: Literal["publish", "read"]) -> Any:
 
     async def check(
         request: Request,
-        channel: ChannelName,
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> Caller:
         caller = await authenticate(request, credentials)
+        # The endpoint declares `channel` (and validates it); declared here too, a bad name
+        # would be reported twice.
+        channel: str = request.path_params["channel"]
+        if not valid_name(channel):
+            raise RequestValidationError(
+                [{"type": "invalid_name", "loc": ("path", "channel"), "msg": NAME_RULE}]
+            )
         narrow = f"{broad}:{channel}"
         if broad in caller.scopes or narrow in caller.scopes:
             return caller
@@ -208,7 +286,7 @@ async def publish_batch(
 )
 async def read_channel(
     channel: ChannelName,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     _caller: Caller = channel_scope("read"),
     event_log: EventLog = Depends(_log),
@@ -224,9 +302,9 @@ async def read_channel(
     summary="The audit trail of one aggregate",
 )
 async def read_aggregate(
-    aggregate_type: Annotated[str, Path(max_length=128)],
-    aggregate_id: Annotated[str, Path(max_length=200)],
-    after_version: Annotated[int, Query(ge=0)] = 0,
+    aggregate_type: Annotated[str, Path(max_length=128), AfterValidator(_plain_text)],
+    aggregate_id: Annotated[str, Path(max_length=200), AfterValidator(_plain_text)],
+    after_version: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     _caller: Caller = Depends(requires("events:read")),
     event_log: EventLog = Depends(_log),
@@ -290,28 +368,37 @@ async def channel_stats(
     }
 
 
-@router.put("/v1/channels/{channel}/subscribers/{name}", summary="Subscribe a service")
+@router.put(
+    "/v1/channels/{channel}/subscribers/{name}",
+    summary="Subscribe a service",
+    responses={201: {"description": "Subscribed"}, 200: {"description": "Subscribed already"}},
+)
 async def subscribe(
     channel: ChannelName,
     name: SubscriberName,
+    response: Response,
     body: Annotated[SubscribeRequest | None, Body()] = None,
     _caller: Caller = Depends(requires("events:admin")),
     subs: Subscriptions = Depends(_subscriptions),
 ) -> dict[str, Any]:
-    """Add `name` to the channel; `start: beginning` (or a position) replays the log.
+    """Add `name` to the channel (201); `start: beginning` (or a position) replays the log.
 
-    The replay is fed under the subscriber's waiting limit: `replayed` is what went into its
-    list now, and `lagging_since_position` (when not null) the position from which the
-    dispatcher goes on feeding it as it drains.
+    Idempotent: for a name that is subscribed already nothing changes and the answer is 200
+    with `created: false` and `replayed: 0` (unsubscribe first to replay for it). The replay
+    is fed under the subscriber's waiting limit: `replayed` is what went into its list now,
+    and `lagging_since_position` (when not null) the position from which the dispatcher goes
+    on feeding it as it drains.
     """
     start = (body or SubscribeRequest()).start
-    replayed, lagging = await subs.subscribe(channel, name, start)
+    done = await subs.subscribe(channel, name, start)
+    response.status_code = 201 if done.created else 200
     return {
         "channel": channel,
         "name": name,
         "start": start,
-        "replayed": replayed,
-        "lagging_since_position": lagging,
+        "created": done.created,
+        "replayed": done.replayed,
+        "lagging_since_position": done.lagging_since_position,
     }
 
 
@@ -340,7 +427,11 @@ async def dead_letters(
     _caller: Caller = channel_scope("read"),
     subs: Subscriptions = Depends(_subscriptions),
 ) -> dict[str, Any]:
-    """The newest dead deliveries, with the attempt at which each gave up."""
+    """The newest dead deliveries, with the attempt at which each gave up.
+
+    404 `subscriber_not_found` when `name` neither subscribes to the channel nor has dead
+    letters left there.
+    """
     letters = await subs.dead_letters(channel, name, limit=limit)
     return {
         "dead_letters": [
@@ -365,7 +456,11 @@ async def requeue_dead_letters(
     _caller: Caller = Depends(requires("events:admin")),
     subs: Subscriptions = Depends(_subscriptions),
 ) -> dict[str, int]:
-    """Move dead letters (all, or one event's) back to the subscriber's queue."""
+    """Move dead letters (all, or one event's) back to the subscriber's queue.
+
+    404 `subscriber_not_found` when `name` does not subscribe to the channel (the dead letters
+    of a removed subscriber can be listed and purged, not requeued).
+    """
     event_id = body.event_id if body else None
     return {"requeued": await subs.requeue_dead(channel, name, event_id)}
 
@@ -380,5 +475,9 @@ async def purge_dead_letters(
     _caller: Caller = Depends(requires("events:admin")),
     subs: Subscriptions = Depends(_subscriptions),
 ) -> dict[str, int]:
-    """Delete dead letters (all, or one event's)."""
+    """Delete dead letters (all, or one event's).
+
+    404 `subscriber_not_found` when `name` neither subscribes to the channel nor has dead
+    letters left there.
+    """
     return {"purged": await subs.purge_dead(channel, name, event_id)}

@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authbus.common._revocation import RedisRevocationCheck
 from authbus.common._scripts import AsyncRedis
@@ -26,7 +24,6 @@ from authbus.core.settings import Settings
 from authbus.event.api import router
 from authbus.event.dead_letters import DeadLetterBound
 from authbus.event.delivery import Dispatcher, Fanout
-from authbus.event.errors import EventTooLarge
 from authbus.event.log import EventLog, SqlEventLog
 from authbus.event.metrics import DeliveryMetrics
 from authbus.event.service import EventService
@@ -50,25 +47,6 @@ async def _housekeeping(log: EventLog, stop: asyncio.Event) -> None:
             )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), HOUSEKEEPING_INTERVAL_S)
-
-
-class BodySizeLimit:
-    """Refuses a request whose Content-Length is above the limit before reading its body."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for key, value in scope.get("headers", ()):
-                if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    err = EventTooLarge(f"the request body is above {self.max_bytes} bytes")
-                    await JSONResponse(err.body(), status_code=err.status_code)(
-                        scope, receive, send
-                    )
-                    return
-        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -198,6 +176,7 @@ def create_app(
             if engine is not None:
                 await engine.dispose()
 
+    # build_app refuses bodies above `settings.event.max_payload_bytes` (413 payload_too_large).
     app = build_app(
         "event",
         settings,
@@ -206,6 +185,5 @@ def create_app(
     )
     if token_validator is not None:
         app.state.token_validator = token_validator
-    app.add_middleware(BodySizeLimit, max_bytes=settings.event.max_payload_bytes)
     app.include_router(router)
     return app

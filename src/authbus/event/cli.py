@@ -62,7 +62,7 @@ def _run(work: Callable[[Subscriptions], Awaitable[T]]) -> T:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     from authbus.core.db import create_engine, create_sessionmaker
-    from authbus.core.errors import AuthbusError
+    from authbus.core.errors import AuthbusError, NotFound
     from authbus.core.redis import create_redis
     from authbus.core.settings import Settings, redact_url
     from authbus.event.log import SqlEventLog
@@ -98,6 +98,9 @@ def _run(work: Callable[[Subscriptions], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except NotFound as exc:  # SubscriberNotFound: a verdict on the names, not on Redis
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     except AuthbusError as exc:  # Redis unreachable (DeliveryUnavailable) and the like
         typer.echo(f"error: {exc.message} (redis: {redact_url(redis_url)})", err=True)
         raise typer.Exit(1) from None
@@ -222,7 +225,10 @@ def dead_list(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Newest first, at most.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a subscriber's dead letters (newest first) with the attempt each gave up at."""
+    """Show a subscriber's dead letters (newest first) with the attempt each gave up at.
+
+    An error when the subscriber neither subscribes to the channel nor has dead letters there.
+    """
     _check_names(channel, subscriber)
 
     async def work(subs: Subscriptions) -> list[dict[str, Any]]:
@@ -261,18 +267,17 @@ def dead_requeue(
     subscriber: SubscriberArg,
     event_id: EventIdOpt = None,
 ) -> None:
-    """Move dead letters (all, or one event's) back to the subscriber's queue at attempt 1."""
+    """Move dead letters (all, or one event's) back to the subscriber's queue at attempt 1.
+
+    An error when the subscriber does not subscribe to the channel (the dead letters a removed
+    subscriber left can be listed and purged).
+    """
     _check_names(channel, subscriber)
 
-    async def work(subs: Subscriptions) -> int | None:
-        if not await subs.is_subscribed(channel, subscriber):
-            return None
+    async def work(subs: Subscriptions) -> int:
         return await subs.requeue_dead(channel, subscriber, event_id)
 
     count = _run(work)
-    if count is None:
-        typer.echo(f"error: {subscriber!r} does not subscribe to {channel!r}", err=True)
-        raise typer.Exit(1)
     if event_id and not count:
         typer.echo(f"error: no dead letter of event {event_id!r}", err=True)
         raise typer.Exit(1)
@@ -286,9 +291,14 @@ def dead_purge(
     event_id: EventIdOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete dead letters (all, or one event's); the events stay in the log."""
+    """Delete dead letters (all, or one event's); the events stay in the log.
+
+    An error when the subscriber neither subscribes to the channel nor has dead letters there.
+    """
     _check_names(channel, subscriber)
     if not yes:
+        # An unknown name is an error before the question, not after it.
+        _run(lambda subs: subs.require_known(channel, subscriber))
         what = f"the dead letters of event {event_id!r}" if event_id else "every dead letter"
         typer.confirm(f"Delete {what} of {subscriber!r} on {channel!r}?", abort=True)
 

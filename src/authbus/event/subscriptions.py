@@ -2,6 +2,7 @@
 
 subs = Subscriptions(redis, "ab", log, stale_after_s=60, max_waiting=100_000)
 await subs.subscribe("orders", "billing", start="beginning")   # fed from the log
+await subs.subscribe("orders", "billing", start="beginning")   # created=False: no change
 (await subs.stats("orders")).subscribers[0].waiting
 """
 
@@ -12,18 +13,33 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from authbus.common._envelope import Event, InvalidDelivery, parse_delivery
 from authbus.common._keys import ChannelKeys
 from authbus.common._scripts import AsyncRedis, DeliveryOps
+from authbus.core.errors import ValidationFailed
 from authbus.event.catch_up import CatchUp
-from authbus.event.errors import DeliveryUnavailable
+from authbus.event.errors import DeliveryUnavailable, SubscriberNotFound
 from authbus.event.log import EventLog
+from authbus.event.service import MAX_POSITION
 
-__all__ = ["ChannelStats", "DeadLetter", "SubscriberStats", "Subscriptions"]
+__all__ = ["ChannelStats", "DeadLetter", "Subscribed", "SubscriberStats", "Subscriptions"]
 
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
+# Optimistic transactions on a channel's subscribers set, before giving up as busy.
+_WATCH_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    """What `Subscriptions.subscribe` did: `created` is False when the name was subscribed
+    already (then nothing changed and `replayed` is 0); `lagging_since_position` is the mark
+    from which the dispatcher still feeds it from the log (None: not lagging)."""
+
+    created: bool
+    replayed: int
+    lagging_since_position: int | None
 
 
 @dataclass(frozen=True)
@@ -118,26 +134,57 @@ class Subscriptions:
 
     async def subscribe(
         self, channel: str, name: str, start: Literal["now", "beginning"] | int = "now"
-    ) -> tuple[int, int | None]:
+    ) -> Subscribed:
         """Register `name`; with `beginning` (or a position) it is fed from the log.
+
+        Idempotent: a name that is subscribed already is left as it is (`created` False, no
+        replay), so repeating a PUT never queues the log a second time. To replay for an
+        existing subscriber, unsubscribe it first.
 
         Replay does not push the whole log at once: the subscriber is marked lagging from
         the start position (`CatchUp.mark`, which explains why no event can slip through)
         and fed under its waiting bound, here as far as the bound allows and then by the
-        dispatcher as it drains. Returns (events pushed now, the mark still to catch up
-        from, or None once caught up).
+        dispatcher as it drains. The name and its mark are written in one transaction, so a
+        failure never leaves the name subscribed without the replay it asked for.
         """
+        if isinstance(start, int) and not 0 <= start < MAX_POSITION:
+            raise ValidationFailed(f"start: a position must be 0 to {MAX_POSITION - 1}")
         ops = self._ops(channel)
+        k = ops.keys
         try:
             if start == "now":
-                await ops.client.sadd(ops.keys.subscribers, name)
-                return 0, None
-            first = 1 if start == "beginning" else int(start) + 1
+                if await ops.client.sadd(k.subscribers, name):
+                    return Subscribed(created=True, replayed=0, lagging_since_position=None)
+                return Subscribed(False, 0, (await ops.lagging()).get(name))
+            first = 1 if start == "beginning" else start + 1
+            if not await self._add_marked(ops, name, first):
+                return Subscribed(False, 0, (await ops.lagging()).get(name))
+            # Lowers a mark left from before (it never rises), and tells the dispatcher.
             await self.catch_up.mark(channel, name, first=first)
             pushed = await self.catch_up.feed(channel, name)
-            return pushed, (await self.catch_up.lagging(channel)).get(name)
+            return Subscribed(True, pushed, (await self.catch_up.lagging(channel)).get(name))
         except _REDIS_DOWN as exc:
             raise DeliveryUnavailable("Redis is unavailable") from exc
+
+    @staticmethod
+    async def _add_marked(ops: DeliveryOps, name: str, first: int) -> bool:
+        """Add `name` to the subscribers set with a lagging mark at `first` (unless it has
+        one), in one transaction; False, writing nothing, when it was subscribed already."""
+        k = ops.keys
+        for _ in range(_WATCH_ATTEMPTS):
+            async with ops.client.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(k.subscribers)
+                    if await pipe.sismember(k.subscribers, name):
+                        return False
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.sadd(k.subscribers, name)
+                    pipe.hsetnx(k.lagging(), name, str(first))
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue  # the set changed meanwhile (another name): look again
+        raise DeliveryUnavailable("the channel's subscribers kept changing; retry", retry_after=1)
 
     async def unsubscribe(self, channel: str, name: str) -> bool:
         """Remove `name` and its lists; False when it was not subscribed."""
@@ -206,8 +253,24 @@ class Subscriptions:
         except _REDIS_DOWN as exc:
             raise DeliveryUnavailable("Redis is unavailable") from exc
 
+    async def require_known(self, channel: str, name: str) -> None:
+        """`SubscriberNotFound` unless `name` subscribes to `channel` or still has dead letters
+        there (a subscriber removed while an instance was dead-lettering keeps them reachable,
+        to be listed and purged)."""
+        ops = self._ops(channel)
+        try:
+            if await ops.client.sismember(ops.keys.subscribers, name):
+                return
+            if await ops.client.exists(ops.keys.dead(name)):
+                return
+        except _REDIS_DOWN as exc:
+            raise DeliveryUnavailable("Redis is unavailable") from exc
+        raise SubscriberNotFound(f"{name} does not subscribe to {channel}")
+
     async def dead_letters(self, channel: str, name: str, *, limit: int = 100) -> list[DeadLetter]:
-        """The newest `limit` dead deliveries of `name`."""
+        """The newest `limit` dead deliveries of `name`; `SubscriberNotFound` for a name
+        unknown on the channel (see `require_known`)."""
+        await self.require_known(channel, name)
         ops = self._ops(channel)
         try:
             raw = await ops.client.lrange(ops.keys.dead(name), 0, limit - 1)
@@ -224,14 +287,27 @@ class Subscriptions:
         return letters
 
     async def requeue_dead(self, channel: str, name: str, event_id: str | None = None) -> int:
-        """Move dead letters back to published (attempt 1); returns how many."""
+        """Move dead letters back to published (attempt 1); returns how many.
+
+        Only for a subscriber: requeued letters of a removed one would wait in a list that no
+        one consumes and the channel stats do not show (`SubscriberNotFound`; its dead
+        letters can still be listed and purged)."""
+        if not await self.is_subscribed(channel, name):
+            ops = self._ops(channel)
+            try:
+                dead = int(await ops.client.llen(ops.keys.dead(name)))
+            except _REDIS_DOWN as exc:
+                raise DeliveryUnavailable("Redis is unavailable") from exc
+            left = f"; its {dead} dead letter(s) can be listed and purged" if dead else ""
+            raise SubscriberNotFound(f"{name} does not subscribe to {channel}{left}")
         try:
             return await self._ops(channel).requeue_dead(name, event_id)
         except _REDIS_DOWN as exc:
             raise DeliveryUnavailable("Redis is unavailable") from exc
 
     async def purge_dead(self, channel: str, name: str, event_id: str | None = None) -> int:
-        """Delete dead letters; returns how many."""
+        """Delete dead letters; returns how many (`SubscriberNotFound` as `dead_letters`)."""
+        await self.require_known(channel, name)
         try:
             return await self._ops(channel).purge_dead(name, event_id)
         except _REDIS_DOWN as exc:

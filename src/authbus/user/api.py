@@ -21,6 +21,7 @@ from authbus.user.errors import (
     UserDisabled,
     UserNotFound,
 )
+from authbus.user.policy import MAX_SQL_INT
 from authbus.user.schemas import (
     AuditOut,
     AuditPage,
@@ -285,7 +286,7 @@ async def list_audit(
     caller: Admin,
     service: Service,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT)] = None,
     target_id: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
     """Administrative changes, newest first; pass `next_before` as `before` to page."""

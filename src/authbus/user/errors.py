@@ -164,3 +164,16 @@ class InvalidImportFile(ValidationFailed):
     """A user import file cannot be read (format, encoding, missing columns)."""
 
     code = "invalid_import_file"
+
+
+class TooManyPermissions(ValidationFailed):
+    """More permissions than a user or a role may hold (`authbus.user.policy` bounds, which
+    keep every event announcing a change under the event service's body limit)."""
+
+    code = "too_many_permissions"
+
+
+class TooManyRoles(ValidationFailed):
+    """More roles than a user may hold (see `TooManyPermissions`)."""
+
+    code = "too_many_roles"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,19 @@ class PublishRejected(Exception):
     """The event service refused the event for good (retrying would not help)."""
 
 
+class EventTooLarge(PublishRejected):
+    """The event service answered 413: the event is above its body limit.
+
+    A bug, not bad luck: the bounds of `authbus.user.policy` keep every user event well under
+    the default limit, so either they fail to, or `AUTHBUS_EVENT__MAX_PAYLOAD_BYTES` was set
+    below what they allow.
+    """
+
+    def __init__(self, detail: str, size: int) -> None:
+        super().__init__(detail)
+        self.size = size
+
+
 class EventServicePublisher:
     """Publishes outbox events over the event service's REST API.
 
@@ -57,20 +71,26 @@ class EventServicePublisher:
         )
 
     async def __call__(self, event: OutboxEvent) -> None:
-        """Publish `event`; `PublishRejected` when refused for good, other errors to retry."""
+        """Publish `event`; `PublishRejected` (`EventTooLarge` for a 413) when refused for
+        good, other errors to retry."""
+        body = {
+            "type": event.type,
+            "data": event.data,
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": event.aggregate_id,
+        }
         response = await self._client.post(
             f"/v1/channels/{event.channel}/events",
-            json={
-                "type": event.type,
-                "data": event.data,
-                "aggregate_type": event.aggregate_type,
-                "aggregate_id": event.aggregate_id,
-            },
+            json=body,
             headers={"Idempotency-Key": str(event.event_id)},
         )
         if response.is_success:
             return
         detail = f"{response.status_code} {response.text[:500]}"
+        if response.status_code == 413:
+            # As httpx encodes it, so the log says how far above the limit it was.
+            sent = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            raise EventTooLarge(detail, len(sent.encode()))
         if response.status_code in _PERMANENT:
             raise PublishRejected(detail)
         raise RuntimeError(f"event service answered {detail}")
@@ -120,8 +140,32 @@ class OutboxRelay:
         for event in await self.repository.pending_events(self.batch):
             try:
                 await self.publish(event)
+            except EventTooLarge as exc:
+                # Never expected: loud, with what it takes to find the change that made it.
+                log.error(
+                    "BUG: a user event is too large for the event service and is not "
+                    "published (it stays in the outbox, failed). The user service's bounds "
+                    "should keep every event under the default limit: check "
+                    "AUTHBUS_EVENT__MAX_PAYLOAD_BYTES, or report the change that made it",
+                    extra={
+                        "event_id": str(event.event_id),
+                        "event_type": event.type,
+                        "aggregate": f"{event.aggregate_type}/{event.aggregate_id}",
+                        "size_bytes": exc.size,
+                        "error": str(exc),
+                    },
+                )
+                await self.repository.mark_failed(event.id, str(exc), self._clock(), final=True)
+                continue
             except PublishRejected as exc:
-                log.error("event refused, giving up", extra={"event_id": str(event.event_id)})
+                log.error(
+                    "event refused, giving up",
+                    extra={
+                        "event_id": str(event.event_id),
+                        "event_type": event.type,
+                        "error": str(exc),
+                    },
+                )
                 await self.repository.mark_failed(event.id, str(exc), self._clock(), final=True)
                 continue
             except Exception as exc:

@@ -20,6 +20,8 @@ from authbus.user.errors import (
     InvalidPermission,
     InvalidRoleName,
     InvalidUsername,
+    TooManyPermissions,
+    TooManyRoles,
     WeakPassword,
 )
 
@@ -28,6 +30,18 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 128
 PERMISSION_MAX = 200
 DESCRIPTION_MAX = 4096
 CLIENT_ADDRESS_MAX = 128
+
+# How much a user and a role may hold. Every change is announced by an event that the outbox
+# relays to the event service, whose body limit (1 MiB by default) an event must fit, or it
+# is lost. A user holds at most 128 + 16 x 64 = 1152 permissions in all, and the largest
+# event, `user.permissions_changed` from 1152 permissions to 1152 others, lists 3 x 1152 of
+# them (the new set, the added, the removed), of up to 200 characters each: about 700 KiB.
+MAX_USER_PERMISSIONS = 128
+MAX_USER_ROLES = 16
+MAX_ROLE_PERMISSIONS = 64
+MAX_EFFECTIVE_PERMISSIONS = MAX_USER_PERMISSIONS + MAX_USER_ROLES * MAX_ROLE_PERMISSIONS
+# Audit entry ids (and any integer a query compares with a bigint column).
+MAX_SQL_INT = 2**63 - 1
 
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _USERNAME_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]*")
@@ -88,6 +102,37 @@ def check_permissions(
     return frozenset(permissions)
 
 
+def check_user_permission_count(permissions: frozenset[str] | set[str]) -> frozenset[str]:
+    """The user's direct permissions if there are at most `MAX_USER_PERMISSIONS`, else
+    `TooManyPermissions`."""
+    if len(permissions) > MAX_USER_PERMISSIONS:
+        raise TooManyPermissions(
+            f"permissions: a user holds at most {MAX_USER_PERMISSIONS} direct permissions "
+            f"(here {len(permissions)}); give the rest through roles"
+        )
+    return frozenset(permissions)
+
+
+def check_role_count(roles: frozenset[str] | set[str]) -> frozenset[str]:
+    """The user's roles if there are at most `MAX_USER_ROLES`, else `TooManyRoles`."""
+    if len(roles) > MAX_USER_ROLES:
+        raise TooManyRoles(
+            f"roles: a user holds at most {MAX_USER_ROLES} roles (here {len(roles)})"
+        )
+    return frozenset(roles)
+
+
+def check_role_permission_count(permissions: frozenset[str] | set[str]) -> frozenset[str]:
+    """A role's permissions if there are at most `MAX_ROLE_PERMISSIONS`, else
+    `TooManyPermissions`."""
+    if len(permissions) > MAX_ROLE_PERMISSIONS:
+        raise TooManyPermissions(
+            f"permissions: a role holds at most {MAX_ROLE_PERMISSIONS} permissions "
+            f"(here {len(permissions)})"
+        )
+    return frozenset(permissions)
+
+
 @cache
 def common_passwords() -> frozenset[str]:
     """The shipped list of commonly used passwords, lowercased (read once)."""
@@ -97,8 +142,9 @@ def common_passwords() -> frozenset[str]:
     )
 
 
-def check_password(password: str, *, username: str | None = None) -> str:
-    """The password if the policy accepts it, else `WeakPassword` saying why.
+def check_password(password: str, *, username: str | None = None, field: str = "password") -> str:
+    """The password if the policy accepts it, else `WeakPassword` saying why (naming `field`,
+    the request field the password came in).
 
     >>> check_password("correct horse battery staple")
     'correct horse battery staple'
@@ -106,16 +152,16 @@ def check_password(password: str, *, username: str | None = None) -> str:
     # NIST counts characters after Unicode normalization (NFKC), not bytes.
     length = len(unicodedata.normalize("NFKC", password))
     if length < PASSWORD_MIN:
-        raise WeakPassword(f"password: must be at least {PASSWORD_MIN} characters long")
+        raise WeakPassword(f"{field}: must be at least {PASSWORD_MIN} characters long")
     if length > PASSWORD_MAX:
-        raise WeakPassword(f"password: must be at most {PASSWORD_MAX} characters long")
+        raise WeakPassword(f"{field}: must be at most {PASSWORD_MAX} characters long")
     folded = password.lower()
     if folded in common_passwords():
         raise WeakPassword(
-            "password: this is a commonly used password and easy to guess; choose another"
+            f"{field}: this is a commonly used password and easy to guess; choose another"
         )
     if username is not None and folded == username.lower():
-        raise WeakPassword("password: must not be the username")
+        raise WeakPassword(f"{field}: must not be the username")
     return password
 
 

@@ -6,14 +6,35 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from authbus.user.domain import AuditEntry, Role
+from authbus.user.policy import (
+    MAX_EFFECTIVE_PERMISSIONS,
+    MAX_ROLE_PERMISSIONS,
+    MAX_USER_PERMISSIONS,
+    MAX_USER_ROLES,
+)
 from authbus.user.service import UserProfile
 
 # Generous caps: the domain policy gives the precise message; these only stop absurd bodies.
 _NAME = Field(max_length=1024)
 _SECRET = Field(max_length=4096)
+
+# The bounds on what a user and a role hold (`authbus.user.policy`), in the schema's words.
+_WHY = (
+    f"so a user holds at most {MAX_EFFECTIVE_PERMISSIONS} permissions in all and every event "
+    "announcing a change fits the event service's body limit"
+)
+USER_PERMISSIONS = (
+    f"The user's direct permissions (RFC 6749 scope tokens of up to 200 characters), at most "
+    f"{MAX_USER_PERMISSIONS}, {_WHY}."
+)
+USER_ROLES = f"The user's roles, at most {MAX_USER_ROLES}, {_WHY}."
+ROLE_PERMISSIONS = (
+    f"The role's permissions (RFC 6749 scope tokens of up to 200 characters), at most "
+    f"{MAX_ROLE_PERMISSIONS}, {_WHY}."
+)
 
 
 class _In(BaseModel):
@@ -26,27 +47,32 @@ class UserCreate(_In):
     username: str = _NAME
     password: str = _SECRET
     email: str | None = Field(default=None, max_length=1024)
-    permissions: list[str] = Field(default_factory=list, max_length=1000)
-    roles: list[str] = Field(default_factory=list, max_length=1000)
+    permissions: list[str] = Field(
+        default_factory=list, max_length=MAX_USER_PERMISSIONS, description=USER_PERMISSIONS
+    )
+    roles: list[str] = Field(
+        default_factory=list, max_length=MAX_USER_ROLES, description=USER_ROLES
+    )
 
 
 class UserPatch(_In):
     """PATCH /v1/users/{id}: only the fields present change (`email: null` clears it)."""
 
     email: str | None = Field(default=None, max_length=1024)
-    disabled: bool | None = None
+    # Strict: "yes", 1 or "false" are refused rather than read as a flag.
+    disabled: StrictBool | None = None
 
 
 class PermissionsIn(_In):
     """PUT /v1/users/{id}/permissions: the complete set of direct permissions."""
 
-    permissions: list[str] = Field(max_length=1000)
+    permissions: list[str] = Field(max_length=MAX_USER_PERMISSIONS, description=USER_PERMISSIONS)
 
 
 class RolesIn(_In):
     """PUT /v1/users/{id}/roles: the complete set of roles."""
 
-    roles: list[str] = Field(max_length=1000)
+    roles: list[str] = Field(max_length=MAX_USER_ROLES, description=USER_ROLES)
 
 
 class PasswordChange(_In):
@@ -121,14 +147,18 @@ class RoleCreate(_In):
 
     name: str = _NAME
     description: str = Field(default="", max_length=4096)
-    permissions: list[str] = Field(default_factory=list, max_length=1000)
+    permissions: list[str] = Field(
+        default_factory=list, max_length=MAX_ROLE_PERMISSIONS, description=ROLE_PERMISSIONS
+    )
 
 
 class RolePatch(_In):
     """PATCH /v1/roles/{name}: only the fields given change."""
 
     description: str | None = Field(default=None, max_length=4096)
-    permissions: list[str] | None = Field(default=None, max_length=1000)
+    permissions: list[str] | None = Field(
+        default=None, max_length=MAX_ROLE_PERMISSIONS, description=ROLE_PERMISSIONS
+    )
 
 
 class RoleOut(BaseModel):

@@ -32,6 +32,7 @@ from authbus.user.errors import (
     InsufficientRights,
     InvalidCredentials,
     InvalidCursor,
+    InvalidField,
     InvalidPasswordHash,
     RoleNotFound,
     TooManyAttempts,
@@ -45,12 +46,16 @@ from authbus.user.passwords import PasswordHasher
 from authbus.user.policy import (
     CLIENT_ADDRESS_MAX,
     DESCRIPTION_MAX,
+    MAX_SQL_INT,
     USERNAME_MAX,
     check_email,
     check_password,
     check_permissions,
+    check_role_count,
     check_role_name,
+    check_role_permission_count,
     check_text,
+    check_user_permission_count,
     check_username,
     check_username_prefix,
     is_possible_username,
@@ -212,8 +217,8 @@ class UserService:
         check_password(password, username=username)
         if email is not None:
             check_email(email)
-        perms = check_permissions(frozenset(permissions))
-        role_names = frozenset(roles)
+        perms = check_user_permission_count(check_permissions(frozenset(permissions)))
+        role_names = check_role_count(frozenset(roles))
         user = User.new(
             username,
             await self.hasher.hash(password),
@@ -249,8 +254,8 @@ class UserService:
     async def set_permissions(
         self, user_id: uuid.UUID, permissions: Iterable[str], *, actor: str
     ) -> UserProfile:
-        """Replace the user's direct permissions."""
-        perms = check_permissions(frozenset(permissions))
+        """Replace the user's direct permissions (at most `MAX_USER_PERMISSIONS`)."""
+        perms = check_user_permission_count(check_permissions(frozenset(permissions)))
         return await self._update(
             user_id,
             UserChanges(updated_at=self._clock(), permissions=perms),
@@ -280,8 +285,9 @@ class UserService:
     async def set_roles(
         self, user_id: uuid.UUID, roles: Iterable[str], *, actor: str
     ) -> UserProfile:
-        """Replace the user's roles; `RoleNotFound` names any that do not exist."""
-        names = frozenset(roles)
+        """Replace the user's roles (at most `MAX_USER_ROLES`); `RoleNotFound` names any that
+        do not exist."""
+        names = check_role_count(frozenset(roles))
         return await self._update(
             user_id,
             UserChanges(updated_at=self._clock(), roles=names),
@@ -364,7 +370,7 @@ class UserService:
             raise IncorrectPassword()
         self.throttle.record_success(user.username, client_address)
         try:
-            check_password(new_password, username=user.username)
+            check_password(new_password, username=user.username, field="new_password")
         except WeakPassword:
             if upgraded is not None:
                 # The new password was refused, but the current one was right: upgrade its
@@ -450,7 +456,8 @@ class UserService:
         check_username(record.username)
         if record.email is not None:
             check_email(record.email)
-        perms = check_permissions(record.permissions)
+        perms = check_user_permission_count(check_permissions(record.permissions))
+        check_role_count(record.roles)
         if missing := record.roles - known_roles:
             raise RoleNotFound(missing)
         user = User.new(
@@ -592,14 +599,15 @@ class UserService:
     async def create_role(
         self, name: str, *, actor: str, permissions: Iterable[str] = (), description: str = ""
     ) -> Role:
-        """Create a role; `RoleExists` if the name is taken."""
+        """Create a role (at most `MAX_ROLE_PERMISSIONS` permissions); `RoleExists` if the
+        name is taken."""
         check_role_name(name)
         check_text("description", description, max_length=DESCRIPTION_MAX, multiline=True)
         now = self._clock()
         role = Role(
             name=name,
             description=description,
-            permissions=check_permissions(frozenset(permissions)),
+            permissions=check_role_permission_count(check_permissions(frozenset(permissions))),
             created_at=now,
             updated_at=now,
         )
@@ -643,7 +651,7 @@ class UserService:
             permissions=(
                 old.permissions
                 if permissions is None
-                else check_permissions(frozenset(permissions))
+                else check_role_permission_count(check_permissions(frozenset(permissions)))
             ),
         )
         if not await self.repository.update_role(
@@ -667,7 +675,9 @@ class UserService:
     async def list_audit(
         self, *, before: int | None = None, limit: int = 50, target_id: str | None = None
     ) -> list[AuditEntry]:
-        """Audit entries, newest first."""
+        """Audit entries, newest first (with ids below `before`, when given)."""
+        if before is not None and not 1 <= before <= MAX_SQL_INT:
+            raise InvalidField(f"before: must be 1 to {MAX_SQL_INT}")
         return await self.repository.list_audit(
             before=before, limit=max(1, min(limit, MAX_PAGE + 1)), target_id=target_id
         )

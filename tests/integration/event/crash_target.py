@@ -8,7 +8,6 @@ nothing is acknowledged, released or cleaned up: the crash looks like a power cu
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -38,4 +37,4 @@ if __name__ == "__main__":
         concurrency=1,  # only the poison event is in flight when it crashes
         poll_interval=0.1,
     )
-    asyncio.run(sub.run())
+    sub.run()  # blocks (its own event loop); `serve()` is the coroutine

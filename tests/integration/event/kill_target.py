@@ -1,6 +1,9 @@
 """A subscriber process that claims an event and hangs in its handler (to be SIGKILLed).
 
 python -m tests.integration.event.kill_target <redis_url> <prefix>
+
+`run()` blocks until a signal (it runs its own event loop); a SIGKILL is not one it can
+handle, so the claimed event stays in processing for another instance to take over.
 """
 
 from __future__ import annotations
@@ -23,4 +26,4 @@ class Hangs(EventSubscriber):
 
 if __name__ == "__main__":
     url, prefix = sys.argv[1], sys.argv[2]
-    asyncio.run(Hangs(url, prefix=prefix, lease_ms=500, poll_interval=0.1).run())
+    Hangs(url, prefix=prefix, lease_ms=500, poll_interval=0.1).run()

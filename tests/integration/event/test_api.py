@@ -23,7 +23,7 @@ async def test_publish_stores_the_event_and_fans_it_out(
 ) -> None:
     keys = ChannelKeys(redis_prefix, "orders")
     r = await http.put("/v1/channels/orders/subscribers/billing", headers=bearer())
-    assert r.status_code == 200
+    assert r.status_code == 201
 
     r = await http.post(
         "/v1/channels/orders/events",
@@ -133,7 +133,7 @@ async def test_subscribe_from_the_beginning_replays_the_log(
         "/v1/channels/orders/subscribers/late", json={"start": "beginning"}, headers=bearer()
     )
 
-    assert r.status_code == 200 and r.json()["replayed"] == 3
+    assert r.status_code == 201 and r.json()["replayed"] == 3
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     items = await client.lrange(ChannelKeys(redis_prefix, "orders").published("late"), 0, -1)
     await client.aclose()

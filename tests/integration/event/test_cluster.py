@@ -138,7 +138,7 @@ async def test_subscribe_with_replay_on_a_cluster(
     r = await http.put(
         "/v1/channels/orders/subscribers/audit", json={"start": "beginning"}, headers=headers
     )
-    assert r.status_code == 200 and r.json()["replayed"] == 3
+    assert r.status_code == 201 and r.json()["replayed"] == 3
 
     client = connect(cluster_url, decode_responses=True)
     try:

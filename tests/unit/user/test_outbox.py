@@ -11,7 +11,7 @@ import pytest
 
 from authbus.user.domain import OutboxEvent
 from authbus.user.memory_repository import InMemoryUserRepository
-from authbus.user.outbox import EventServicePublisher, OutboxRelay, PublishRejected
+from authbus.user.outbox import EventServicePublisher, EventTooLarge, OutboxRelay, PublishRejected
 from authbus.user.service import UserService
 
 PW = "correct horse battery staple"
@@ -185,3 +185,63 @@ async def test_http_publisher_posts_with_idempotency_key(
             await publisher(event)
     finally:
         await publisher.aclose()
+
+
+async def test_a_413_is_logged_as_a_bug_with_the_event_and_its_size(
+    service: UserService, repo: InMemoryUserRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["type"] == "role.created":
+            return httpx.Response(413, json={"error": "payload_too_large"})
+        return httpx.Response(201, json={})
+
+    publisher = EventServicePublisher(
+        "http://events.test/", _NoAuth(), transport=httpx.MockTransport(handler)
+    )
+    relay = OutboxRelay(repo, publisher)
+    await service.create_role("ops", actor="admin", description="x" * 1000)
+    await service.create_user(username="alice", password=PW, actor="admin")
+    (role_event, _) = await repo.pending_events(10)
+    try:
+        with caplog.at_level("ERROR", logger="authbus.user.outbox"):
+            assert await relay.relay_once() == 1  # the others go on
+    finally:
+        await publisher.aclose()
+
+    [record] = [r for r in caplog.records if r.name == "authbus.user.outbox"]
+    assert record.levelname == "ERROR" and record.getMessage().startswith("BUG:")
+    assert "AUTHBUS_EVENT__MAX_PAYLOAD_BYTES" in record.getMessage()
+    assert record.__dict__["event_id"] == str(role_event.event_id)
+    assert record.__dict__["event_type"] == "role.created"
+    assert record.__dict__["size_bytes"] > 1000
+    assert await repo.pending_events(10) == []
+    assert repo.given_up == {role_event.id}  # kept, failed, for inspection
+
+
+async def test_a_413_raises_event_too_large(
+    service: UserService, repo: InMemoryUserRepository
+) -> None:
+    publisher = EventServicePublisher(
+        "http://events.test/",
+        _NoAuth(),
+        transport=httpx.MockTransport(lambda _request: httpx.Response(413)),
+    )
+    await service.create_role("ops", actor="admin")
+    (event,) = await repo.pending_events(10)
+    try:
+        with pytest.raises(EventTooLarge) as refused:
+            await publisher(event)
+    finally:
+        await publisher.aclose()
+    assert isinstance(refused.value, PublishRejected)
+    assert refused.value.size == len(
+        json.dumps(
+            {
+                "type": event.type,
+                "data": event.data,
+                "aggregate_type": event.aggregate_type,
+                "aggregate_id": event.aggregate_id,
+            },
+            separators=(",", ":"),
+        ).encode()
+    )
