@@ -18,12 +18,45 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
+# `pip install authbus` (the client library) installs this command too, but not the server
+# stack it runs (the `server` extra): one line saying what to install, not an ImportError.
+SERVER_EXTRA_MISSING = "the authbus command needs the server extra: pip install 'authbus[server]'"
+# Top-level modules of the `server` extra's distributions (pyproject.toml).
+SERVER_EXTRA_MODULES = frozenset(
+    {
+        "typer",
+        "click",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "pydantic_settings",
+        "sqlalchemy",
+        "alembic",
+        "aiosqlite",
+        "asyncpg",
+        "pwdlib",
+        "jinja2",
+        "multipart",
+        "python_multipart",
+        "prometheus_client",
+        "orjson",
+    }
+)
 
-from authbus.core.settings import SERVICE_NAMES, Settings, redact_url
-from authbus.event.cli import events_app
-from authbus.token.cli import client_app, keys_app
-from authbus.user.cli import user_app as user_commands
+try:
+    import typer
+
+    from authbus.core.settings import SERVICE_NAMES, Settings, redact_url
+    from authbus.event.cli import events_app
+    from authbus.token.cli import client_app, keys_app
+    from authbus.user.cli import user_app as user_commands
+except ModuleNotFoundError as _missing:
+    if (_missing.name or "").partition(".")[0] not in SERVER_EXTRA_MODULES:
+        raise
+    # Raised while the console script imports `main`: it exits with this status (2: a usage
+    # error, as for a bad option), and nothing else imports the CLI without the extra.
+    sys.stderr.write(SERVER_EXTRA_MISSING + "\n")
+    raise SystemExit(2) from None
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -192,14 +225,8 @@ def serve(
             wait_for_databases(settings, [name], wait_s=wait, out=_err)
             upgrade(settings.database_url(name), name)
     n_workers = workers or svc.workers
-    common: dict[str, Any] = {
-        "host": host or svc.host,
-        "port": port or svc.port,
-        "log_config": None,
-        "access_log": False,
-        "timeout_graceful_shutdown": REQUEST_DRAIN_S,
-        "server_header": False,
-    }
+    common = server_options(settings, host or svc.host, port or svc.port)
+    common["timeout_graceful_shutdown"] = REQUEST_DRAIN_S
     # uvicorn handles SIGTERM itself (the graceful shutdown), then raises it again with the
     # handler found at start; this one makes that a clean exit rather than death by signal.
     signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
@@ -207,6 +234,28 @@ def serve(
         uvicorn.run(f"authbus.cli:{name}_app", factory=True, workers=n_workers, **common)
     else:
         uvicorn.run(create_service_app(name, settings), **common)
+
+
+def server_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
+    """uvicorn's options for one service: where it listens, our logging, and which proxies'
+    X-Forwarded-For / X-Forwarded-Proto it believes.
+
+    Only those of `settings.forwarded_allow_ips` (the gateway): a client talking to the
+    service directly could otherwise choose its address, and the login throttle counts per
+    (username, address). Unset, forwarded headers are ignored altogether (uvicorn would
+    otherwise believe any process on the same host, or $FORWARDED_ALLOW_IPS).
+    """
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": settings.forwarded_allow_ips is not None,
+    }
+    if settings.forwarded_allow_ips is not None:
+        options["forwarded_allow_ips"] = settings.forwarded_allow_ips
+    return options
 
 
 def _exit_after_graceful_shutdown(_signum: int, _frame: object) -> None:

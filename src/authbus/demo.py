@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -26,6 +27,7 @@ from authbus.common import Event, EventSubscriber, TokenAuth
 from authbus.common._keys import ChannelKeys
 from authbus.core import credentials
 from authbus.core.settings import Settings
+from authbus.core.supervisor import RUNTIME_FILE
 
 REDIRECT_URI = "http://127.0.0.1:8765/callback"
 DEMO_SUBSCRIBER = "demo"
@@ -89,6 +91,26 @@ class Stack:
     redis_url: str | None
     redis_prefix: str
     admin_client_secret: str
+    # Where the running `authbus up` says where it is, and whether that file was there (if
+    # not, the URLs come from the settings).
+    runtime_file: Path = Path(RUNTIME_FILE)
+    runtime_found: bool = False
+
+    def delivery_redis(self) -> str:
+        """The Redis the demo's subscriber uses; DemoFailed saying why there is none."""
+        if self.redis_url:
+            return self.redis_url
+        if not self.runtime_found:
+            raise DemoFailed(
+                f"{self.runtime_file} is missing, so the demo does not know which Redis the "
+                "stack uses: `make run` / `authbus up` writes it once the stack is ready; run "
+                "the demo with that stack's data directory (--data-dir), or set "
+                "AUTHBUS_REDIS_URL to the stack's Redis"
+            )
+        raise DemoFailed(
+            f"the stack runs without Redis ({self.runtime_file} names none); event delivery "
+            "needs it"
+        )
 
 
 @dataclass
@@ -381,9 +403,10 @@ class Demo:
 
 
 def load_stack(settings: Settings) -> Stack:
-    runtime_path = settings.data_dir / "runtime.json"
+    runtime_path = settings.data_dir / RUNTIME_FILE
     runtime: dict[str, Any] = {}
-    if runtime_path.exists():
+    runtime_found = runtime_path.exists()
+    if runtime_found:
         runtime = json.loads(runtime_path.read_text())
     creds = credentials.load(settings.credentials_path())
     if creds is None:
@@ -398,6 +421,8 @@ def load_stack(settings: Settings) -> Stack:
         redis_url=runtime.get("redis_url", settings.redis_url),
         redis_prefix=runtime.get("redis_prefix", settings.redis_prefix),
         admin_client_secret=creds["clients"][credentials.ADMIN_CLIENT_ID],
+        runtime_file=runtime_path,
+        runtime_found=runtime_found,
     )
 
 
@@ -414,14 +439,13 @@ def run_demo(settings: Settings, out: Callable[[str], None] = print) -> int:
                 requests.get(f"{url}/readyz", timeout=3).raise_for_status()
             except requests.RequestException as exc:
                 raise DemoFailed(f"the {name} service at {url} is not ready: {exc}") from exc
-        if not stack.redis_url:
-            raise DemoFailed("the stack runs without Redis; event delivery needs it")
+        redis_url = stack.delivery_redis()
     except DemoFailed as exc:
         out(f"demo: {exc}")
         return 1
 
     demo = Demo(stack, out)
-    subscriber = DemoSubscriber(redis_url=stack.redis_url, prefix=stack.redis_prefix)
+    subscriber = DemoSubscriber(redis_url=redis_url, prefix=stack.redis_prefix)
     steps: list[tuple[str, Callable[[], str]]] = [
         ("create user alice with orders:read (admin token)", demo.create_alice),
         ("register a public client", demo.register_clients),

@@ -1,4 +1,5 @@
-"""The app factory every service builds on: errors, request ids, logs, metrics, health.
+"""The app factory every service builds on: errors, request ids, logs, metrics, health, and
+the request body limit.
 
 app = build_app("user", settings, lifespan=lifespan)
 app.include_router(router)
@@ -23,10 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authbus import __version__
-from authbus.core.errors import AuthbusError, DependencyUnavailable
+from authbus.core.errors import AuthbusError, DependencyUnavailable, PayloadTooLarge
 from authbus.core.logging import request_id_var
 from authbus.core.metrics import CONTENT_TYPE_LATEST, Metrics
-from authbus.core.settings import Settings
+from authbus.core.settings import ServiceSettings, Settings
 
 log = logging.getLogger("authbus.http")
 
@@ -48,7 +49,12 @@ def accepted_request_id(value: bytes | None) -> str | None:
 
 class RequestContextMiddleware:
     """Request id (a well-formed `X-Request-ID`, else a new one), one log line and metrics
-    per request."""
+    per request, and a complete 500 for an unhandled error.
+
+    The error is answered here, inside the request's context, rather than by Starlette's
+    ServerErrorMiddleware: that one runs after the request id is gone and re-raises, so the
+    server logged the error a second time and closed the keep-alive connection.
+    """
 
     def __init__(self, app: ASGIApp, service: str, metrics: Metrics) -> None:
         self.app = app
@@ -68,17 +74,26 @@ class RequestContextMiddleware:
         token = request_id_var.set(rid)
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if response_started:
+                # Part of a response is out: nothing to add. Returning without completing it
+                # makes the server close the connection, which tells the client.
+                log.exception("unhandled error after the response started", exc_info=exc)
+            else:
+                await _server_error(exc)(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -99,6 +114,81 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class BodySizeLimit:
+    """Refuses a request body above `max_bytes` with a 413 in the error shape: before reading
+    anything when Content-Length announces it, and as soon as a body without one (chunked)
+    passes it.
+
+    Starlette's own RequestBodyLimitMiddleware is not used: it answers in plain text, and its
+    error, raised inside the app, reaches handlers that turn any failure to read a body into
+    a 400 (`authbus.token.api._http.read_form`).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> Response:
+        err = PayloadTooLarge(f"the request body is above {self.max_bytes} bytes")
+        return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            # Answered before the first receive(), so a client sending `Expect: 100-continue`
+            # is never asked for the body; uvicorn discards what comes anyway.
+            await self._too_large()(scope, receive, send)
+            return
+        received = 0
+        refused = False
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    if not response_started:
+                        await self._too_large()(scope, receive, send)
+                    # To the app the client is gone: it stops reading, and what it would
+                    # answer is dropped (send_unless_refused).
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message: Message) -> None:
+            nonlocal response_started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, send_unless_refused)
+
+
+def _unparsed_body(exc: RequestValidationError) -> bool:
+    """Whether validation failed because the body was never parsed as JSON: FastAPI hands
+    the raw bytes to the model when the Content-Type is not JSON (or missing)."""
+    return any(
+        tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes | bytearray)
+        for e in exc.errors()
+    )
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -110,6 +200,34 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     return 422, "; ".join(parts) or "invalid request"
 
 
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """What was wrong with a body FastAPI could not decode, when `exc` is its generic
+    "There was an error parsing the body" (raised from the decoder's own error)."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None or isinstance(cause, StarletteHTTPException):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return "malformed JSON body: it is not valid UTF-8"
+    if isinstance(cause, RecursionError):
+        return "malformed JSON body: nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        # CPython refuses to convert integers of more than 4300 digits (CVE-2020-10735).
+        return "malformed JSON body: a number has too many digits"
+    if isinstance(cause, ValueError):
+        return "malformed JSON body"
+    return None
+
+
+# The `error` code of an HTTPException raised by Starlette or FastAPI themselves.
+_HTTP_ERROR_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthbusError)
     async def _authbus_error(_request: Request, exc: AuthbusError) -> Response:
@@ -117,6 +235,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        if _unparsed_body(exc):
+            # RFC 9110 §15.5.16: the body is in a format the endpoint does not take.
+            return JSONResponse(
+                {
+                    "error": "unsupported_media_type",
+                    "error_description": "the body must be JSON, sent with "
+                    "Content-Type: application/json",
+                },
+                status_code=415,
+            )
         status, message = _validation_message(exc)
         code = "invalid_request" if status == 400 else "validation_error"
         return JSONResponse({"error": code, "error_description": message}, status_code=status)
@@ -126,8 +254,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # authbus.common.security raises HTTPException with an OAuth-shaped dict as detail.
         if isinstance(exc.detail, dict) and "error" in exc.detail:
             body: dict[str, Any] = exc.detail
+        elif (malformed := _unparsable_body(exc)) is not None:
+            body = {"error": "invalid_request", "error_description": malformed}
         else:
-            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+            code = _HTTP_ERROR_CODES.get(exc.status_code, "error")
             body = {"error": code, "error_description": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
@@ -144,6 +274,9 @@ def install_error_handlers(app: FastAPI) -> None:
             unavailable.body(), status_code=unavailable.status_code, headers=unavailable.headers
         )
 
+    # Unhandled errors are answered by RequestContextMiddleware, inside the request's
+    # context; this handler (Starlette's ServerErrorMiddleware) is left for errors of the
+    # outermost layers only.
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
         return _server_error(exc)
@@ -189,6 +322,9 @@ def build_app(
     metrics = Metrics(service)
     app.state.metrics = metrics
     install_error_handlers(app)
+    service_settings: ServiceSettings = getattr(settings, service)
+    app.add_middleware(BodySizeLimit, max_bytes=service_settings.body_limit_bytes)
+    # Added last, so outermost: the request id, the log line and the metrics cover the 413s.
     app.add_middleware(RequestContextMiddleware, service=service, metrics=metrics)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")

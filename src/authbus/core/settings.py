@@ -7,14 +7,18 @@ never at import time.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("user", "token", "event")
+# The request body limit of the user and token services: forms and JSON documents of a few KiB
+# are what they take; a megabyte leaves room without letting a client make them read gigabytes.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 class ServiceSettings(BaseModel):
@@ -34,6 +38,11 @@ class ServiceSettings(BaseModel):
         None, description="Its secret; unset: read from the credentials file."
     )
     workers: int = Field(1, description="Worker processes for `authbus serve`.")
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """The largest request body the service reads; a larger one gets a 413."""
+        return DEFAULT_MAX_BODY_BYTES
 
 
 class UserSettings(ServiceSettings):
@@ -55,6 +64,16 @@ class UserSettings(ServiceSettings):
     throttle_max_delay_s: float = Field(
         300.0, description="Longest delay: the real owner is never locked out for longer."
     )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        gt=0,
+        description="Largest request body (bytes); a larger one is refused with a 413 "
+        "before it is read.",
+    )
+
+    @property
+    def body_limit_bytes(self) -> int:
+        return self.max_body_bytes
 
 
 class TokenSettings(ServiceSettings):
@@ -88,6 +107,16 @@ class TokenSettings(ServiceSettings):
         description="How often a running token service re-reads its signing keys, so "
         "`authbus keys rotate` reaches every replica (also at once on an unknown `kid`).",
     )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        gt=0,
+        description="Largest request body (bytes); a larger one is refused with a 413 "
+        "before it is read.",
+    )
+
+    @property
+    def body_limit_bytes(self) -> int:
+        return self.max_body_bytes
 
 
 class EventSettings(ServiceSettings):
@@ -95,7 +124,12 @@ class EventSettings(ServiceSettings):
 
     port: int = Field(8083, description="Port.")
     client_id: str = Field("event-service", description="The event service's own client.")
-    max_payload_bytes: int = Field(256 * 1024, description="Largest request body (bytes).")
+    max_payload_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest request body (bytes); a larger one is refused with a 413 "
+        "before it is read.",
+    )
     max_waiting_per_subscriber: int = Field(
         100_000,
         ge=0,
@@ -116,6 +150,10 @@ class EventSettings(ServiceSettings):
         description="Dead letters kept per subscriber in Redis; the oldest beyond are trimmed "
         "(counted in the stats; the events stay in the log). 0: unbounded.",
     )
+
+    @property
+    def body_limit_bytes(self) -> int:
+        return self.max_payload_bytes
 
 
 class Settings(BaseSettings):
@@ -156,12 +194,38 @@ class Settings(BaseSettings):
     admin_client_secret: SecretStr | None = Field(
         None, description="Preset `authbus-admin` secret; unset: generated at first start."
     )
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Comma-separated addresses or networks (CIDR) of the proxies whose "
+        "`X-Forwarded-For` / `X-Forwarded-Proto` the services believe (the gateway's), so "
+        "the client address (login throttle, audit) is the real client's; `*`: any peer. "
+        "Unset: forwarded headers are ignored.",
+    )
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="One JSON object per log line.")
 
     user: UserSettings = Field(default_factory=UserSettings)
     token: TokenSettings = Field(default_factory=TokenSettings)
     event: EventSettings = Field(default_factory=EventSettings)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_or_networks(cls, value: str | None) -> str | None:
+        # uvicorn takes anything that is not an address as a literal, which never matches a
+        # peer: a typo would silently trust nobody, so it is refused here.
+        if value is None or not value.strip():
+            return None
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if items == ["*"]:
+            return "*"
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (e.g. 172.30.81.10, 10.0.0.0/8)"
+                ) from None
+        return ",".join(items)
 
     @model_validator(mode="after")
     def _urls_follow_ports(self) -> Settings:

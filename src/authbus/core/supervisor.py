@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 import httpx
@@ -31,6 +32,9 @@ from authbus.core import credentials, embedded_redis
 from authbus.core.settings import SERVICE_NAMES, Settings, redact_url
 
 READY_TIMEOUT_S = 60.0
+# Where a running `authbus up` says where its services and Redis are (read by `authbus demo`),
+# in the data directory; removed by that process when it stops.
+RUNTIME_FILE = "runtime.json"
 # What `authbus serve` gives requests in flight after SIGTERM (uvicorn's graceful shutdown).
 REQUEST_DRAIN_S = 10
 # The longest a service's lifespan shutdown may take after that: the token service waits up
@@ -56,6 +60,20 @@ class DatabaseUnreachable(StartupError):
 
 class RedisUnreachable(StartupError):
     """The configured Redis did not answer a PING; the message names it (password masked)."""
+
+
+def describe_exit(returncode: int) -> str:
+    """How a child ended, for a sentence: "exited with code 3", "was killed by SIGKILL".
+
+    Popen gives a signal's death as a negative return code.
+    """
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -255,6 +273,8 @@ class Stack:
     out: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
     redis_url: str = ""
+    # Set once this process has written runtime.json: only then may it remove the file.
+    wrote_runtime: bool = False
 
     # -- start ---------------------------------------------------------------------------
 
@@ -297,7 +317,7 @@ class Stack:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise StartupError(f"the embedded Redis server exited with code {proc.returncode}")
+                raise StartupError(f"the embedded Redis server {describe_exit(proc.returncode)}")
             if port_in_use("127.0.0.1", self.redis_port):
                 return
             time.sleep(0.05)
@@ -363,7 +383,7 @@ class Stack:
                 dead = self.dead_child()
                 if dead is not None:
                     raise StartupError(
-                        f"the {dead.name} service exited with code {dead.proc.returncode} "
+                        f"the {dead.name} service {describe_exit(dead.proc.returncode)} "
                         "during startup (its log is above)"
                     )
                 for name, url in list(pending.items()):
@@ -388,8 +408,29 @@ class Stack:
             "event_url": self.settings.event_url,
             "pid": os.getpid(),
         }
-        path = self.settings.data_dir / "runtime.json"
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        self.runtime_path().write_text(json.dumps(data, indent=2) + "\n")
+        self.wrote_runtime = True
+
+    def runtime_path(self) -> Path:
+        return self.settings.data_dir / RUNTIME_FILE
+
+    def remove_runtime(self) -> None:
+        """Delete runtime.json if this process wrote it and it still names this process.
+
+        A second `authbus up` that fails (its ports are taken by the running stack) must
+        leave the running stack's file alone: `authbus demo` reads it.
+        """
+        if not self.wrote_runtime:
+            return
+        self.wrote_runtime = False
+        path = self.runtime_path()
+        try:
+            pid = json.loads(path.read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            return
+        if pid == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -416,8 +457,7 @@ class Stack:
                     child.proc.kill()
                 child.proc.wait()
         self.children.clear()
-        with contextlib.suppress(FileNotFoundError):
-            (self.settings.data_dir / "runtime.json").unlink()
+        self.remove_runtime()
 
 
 def bootstrap(settings: Settings, out: Callable[[str], None] = print) -> None:
@@ -503,8 +543,8 @@ def run_stack(
             dead = stack.dead_child()
             if dead is not None:
                 out(
-                    f"authbus: the {dead.name} process exited with code "
-                    f"{dead.proc.returncode}; stopping the stack"
+                    f"authbus: the {dead.name} process {describe_exit(dead.proc.returncode)}; "
+                    "stopping the stack"
                 )
                 return 1
             time.sleep(0.2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import ipaddress
 import json
 import re
 from importlib import resources
@@ -258,6 +259,45 @@ def test_the_shape_the_issue_asks_for() -> None:
     assert orders["build"]["target"] == "orders-example"
     assert orders["environment"]["ORDERS_CLIENT_SECRET"].startswith("${ORDERS_CLIENT_SECRET")
     assert set(compose["volumes"]) >= {"postgres-data", "redis-data"}
+
+
+def env_example_values() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            values[name] = value
+    return values
+
+
+def interpolated(value: str) -> str:
+    """`value` as compose reads it with .env.example as the .env file."""
+    values = env_example_values()
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in values:
+            return values[name]
+        default = re.match(r"\$\{[A-Za-z0-9_]+:-([^}]*)\}", match.group(0))
+        assert default, f"${{{name}}} has no value"
+        return default.group(1)
+
+    return INTERPOLATION.sub(one, value)
+
+
+def test_services_believe_forwarded_headers_from_the_gateway_only() -> None:
+    compose = load_compose()
+    services = compose["services"]
+    gateway = interpolated(services["gateway"]["networks"]["default"]["ipv4_address"])
+    subnet = interpolated(compose["networks"]["default"]["ipam"]["config"][0]["subnet"])
+    assert ipaddress.ip_address(gateway) in ipaddress.ip_network(subnet)
+    for name in ("user", "token", "event"):
+        trusted = interpolated(services[name]["environment"]["AUTHBUS_FORWARDED_ALLOW_IPS"])
+        assert trusted == gateway, name
+        assert Settings(forwarded_allow_ips=trusted).forwarded_allow_ips == gateway
+    # The gateway sets what the services then believe.
+    nginx = (ROOT / "deploy" / "gateway" / "nginx.conf").read_text()
+    assert "X-Forwarded-For   $proxy_add_x_forwarded_for" in nginx
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
