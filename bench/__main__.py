@@ -1,4 +1,4 @@
-"""`python -m bench` (`make bench`): every benchmark of issue 8, interleaved repetitions.
+"""`python -m bench` (`make bench`): every benchmark, interleaved repetitions.
 
     python -m bench            # full run: 3 repetitions (under 20 minutes on 2 cores)
     python -m bench --quick    # small counts, 1 repetition (development)

@@ -1,4 +1,4 @@
-"""Medians over repetitions, ratios per repetition, the targets of issue 8, the Markdown table."""
+"""Medians over repetitions, ratios per repetition, the targets, the Markdown table."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def markdown(result: dict[str, Any]) -> str:
         if m.get("failed"):
             lines += [f"{m['failed']} in-process measurement(s) failed; see the JSON.", ""]
     lines += [
-        "### Targets (issue 8 item 4; ratios within each repetition, then the median)",
+        "### Targets (ratios within each repetition, then the median)",
         "",
         "| target | measured | goal | met |",
         "|---|--:|--:|:-:|",
