@@ -27,6 +27,7 @@ from authbus import __version__
 from authbus.core.errors import AuthbusError, DependencyUnavailable, PayloadTooLarge
 from authbus.core.logging import request_id_var
 from authbus.core.metrics import CONTENT_TYPE_LATEST, Metrics
+from authbus.core.request_context import client_address_var
 from authbus.core.settings import ServiceSettings, Settings
 
 log = logging.getLogger("authbus.http")
@@ -72,6 +73,8 @@ class RequestContextMiddleware:
                 break
         rid = accepted_request_id(given) or uuid.uuid4().hex
         token = request_id_var.set(rid)
+        client = scope.get("client")
+        address_token = client_address_var.set(client[0] if client else None)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -112,6 +115,7 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+            client_address_var.reset(address_token)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from authbus.core.errors import AuthbusError, DependencyUnavailable, ValidationFailed
+from authbus.core.request_context import client_address_var
 from authbus.user.domain import (
     AuditEntry,
     Role,
@@ -130,6 +131,9 @@ class UserService:
     def _audit(
         self, actor: str, action: str, target: str, target_type: str = "user", **details: Any
     ) -> AuditEntry:
+        # From where: the address of the request being served (None from the CLI).
+        if "client_address" not in details and (address := client_address_var.get()):
+            details["client_address"] = address
         return AuditEntry(
             at=self._clock(),
             actor=actor,
