@@ -430,7 +430,10 @@ class EventSubscriber:
     async def _listen(self, pubsub: PubSub, ended: asyncio.Event) -> None:
         assert self._wake is not None
         while not ended.is_set():
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            # Subscribe confirmations wake too: redis-py reconnects a dropped pub/sub connection
+            # and subscribes again by itself, and the notifications sent in between are lost;
+            # the new confirmation is the only sign of it, so it triggers a drain.
+            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
             if message is not None:
                 self._wake.set()
 

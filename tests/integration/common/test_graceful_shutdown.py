@@ -1,6 +1,6 @@
 """Graceful shutdown of an EventSubscriber: what it is handling when asked to stop, it finishes.
 
-Issue 7 ("subscribers finish in-flight events"): `stop()` (what a service's shutdown or a
+`stop()` (what a service's shutdown or a
 SIGTERM handler calls) claims nothing new, lets the running handlers complete and
 acknowledges them; a handler that outlives `stop_timeout` is left to the lease, so another
 instance redoes it rather than it being lost.

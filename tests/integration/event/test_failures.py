@@ -1,7 +1,9 @@
-"""Failure tests of delivery (issue 5, item 7) that test_subscriber.py and test_outages.py lack.
+"""Failure tests of delivery that test_subscriber.py and test_outages.py lack.
 
 Each asserts that every event is processed and none is lost, with duplicates only where
-at-least-once allows them. Already elsewhere: SIGKILL between claim and ack, lease renewal,
+at-least-once allows them. The lease and crash cases run on a plain Redis and on a 3-master
+Redis Cluster; the pub/sub kill and the restart are about one server's connections.
+Already elsewhere: SIGKILL between claim and ack, lease renewal,
 Redis unreachable at publish time, a poison event that always raises, 50 instances x 10,000
 events (test_subscriber.py, test_outages.py).
 """
@@ -22,10 +24,12 @@ import redis.asyncio as aioredis
 
 from authbus.common._envelope import Event, parse_delivery
 from authbus.common._keys import ChannelKeys
+from authbus.common._scripts import AsyncRedis, connect
 from authbus.common.subscriber import EventSubscriber
 from authbus.core.settings import EventSettings, Settings
 from authbus.event.app import create_app
 from tests.conftest import RedisServer, _wait_for_port, embedded_redis_binary
+from tests.contracts.redis_cluster import shared_cluster
 from tests.integration.event.helpers import eventually
 from tests.integration.event.test_subscriber import (
     FAST,
@@ -42,9 +46,19 @@ SCOPES = ["events:publish", "events:read", "events:admin"]
 ROOT = Path(__file__).resolve().parents[3]
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def delivery_url(request: pytest.FixtureRequest) -> str:
+    """A plain Redis (emptied for the test) or a Redis Cluster node (`?cluster=true`); keys
+    are the test's own through `redis_prefix`."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return shared_cluster(request).url
+
+
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+async def redis(delivery_url: str) -> AsyncIterator[AsyncRedis]:
+    client = connect(delivery_url, decode_responses=True)
     yield client
     await client.aclose()
 
@@ -89,11 +103,15 @@ def gates() -> dict[str, Any]:
 
 
 async def test_without_renewal_a_handler_slower_than_its_lease_is_redelivered_exactly_once(
-    redis_url: str, redis_prefix: str, redis: aioredis.Redis
+    delivery_url: str, redis_prefix: str, redis: AsyncRedis
 ) -> None:
     shared = gates()
     shared["second_may_finish"].set()
-    common: dict[str, Any] = {"redis_url": redis_url, "prefix": redis_prefix, "poll_interval": 0.1}
+    common: dict[str, Any] = {
+        "redis_url": delivery_url,
+        "prefix": redis_prefix,
+        "poll_interval": 0.1,
+    }
     # A cannot renew: its 300 ms lease runs out while its handler waits.
     a = gated(shared, lease_ms=300, renew_leases=False, concurrency=1, **common)
     async with running(a):
@@ -115,10 +133,14 @@ async def test_without_renewal_a_handler_slower_than_its_lease_is_redelivered_ex
 
 
 async def test_a_late_ack_does_not_remove_the_claim_of_the_instance_that_took_over(
-    redis_url: str, redis_prefix: str, redis: aioredis.Redis
+    delivery_url: str, redis_prefix: str, redis: AsyncRedis
 ) -> None:
     shared = gates()
-    common: dict[str, Any] = {"redis_url": redis_url, "prefix": redis_prefix, "poll_interval": 0.1}
+    common: dict[str, Any] = {
+        "redis_url": delivery_url,
+        "prefix": redis_prefix,
+        "poll_interval": 0.1,
+    }
     a = gated(shared, lease_ms=300, renew_leases=False, concurrency=1, **common)
     keys = a.keys
     async with running(a):
@@ -263,7 +285,7 @@ async def _read_lines(proc: asyncio.subprocess.Process, out: list[tuple[str, str
 
 
 async def test_a_poison_event_that_kills_the_process_every_time_ends_dead(
-    redis_url: str, redis_prefix: str, redis: aioredis.Redis
+    delivery_url: str, redis_prefix: str, redis: AsyncRedis
 ) -> None:
     keys = ChannelKeys(redis_prefix, "orders")
     await redis.sadd(keys.subscribers, "billing")
@@ -277,7 +299,7 @@ async def test_a_poison_event_that_kills_the_process_every_time_ends_dead(
                 sys.executable,
                 "-m",
                 "tests.integration.event.crash_target",
-                redis_url,
+                delivery_url,
                 redis_prefix,
                 "3",
                 cwd=ROOT,
